@@ -292,16 +292,8 @@ def write_with_sidecars(
     sidecars: Mapping[str, Sidecar],
     extra_kv: Mapping[str, object] | None = None,
 ) -> Path:
-    """Copy GGUF ``src`` to ``dst`` adding ``sidecars`` and the sidecar keys.
-
-    Metadata and tensor bytes of ``src`` are copied unchanged (the same way
-    gguf-py's gguf_new_metadata.py does). ``dst`` is written to a temporary
-    file in its directory and renamed, so a failure never leaves half a file,
-    and ``dst`` may not be ``src``.
-    """
-    src, dst = Path(src), Path(dst)
-    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
-        raise SwggufError("output would overwrite the input", dst)
+    """Copy GGUF ``src`` to ``dst`` adding validated ``sidecars`` and the sidecar keys."""
+    src = Path(src)
     reader = gguf.GGUFReader(str(src))
     weight_types = {t.name: int(t.tensor_type) for t in reader.tensors}
     for base, sc in sidecars.items():
@@ -310,31 +302,53 @@ def write_with_sidecars(
             raise SwggufError(f"no tensor '{base}{WEIGHT_SUFFIX}' for its sidecar", src)
         if any(name in weight_types for name, _ in sc.tensors()):
             raise SwggufError(f"'{base}' already has a sidecar", src)
+    kv: dict[str, object] = {}
+    if sidecars:
+        kv[KEY_VERSION] = (SIDECAR_VERSION, gguf.GGUFValueType.UINT32)
+        kv[KEY_TENSORS] = list(sidecars)
+        kv[KEY_WEIGHT_TYPES] = ([weight_types[b + WEIGHT_SUFFIX] for b in sidecars], gguf.GGUFValueType.UINT32)
+    kv.update(extra_kv or {})
+    tensors = [t for sc in sidecars.values() for t in sc.tensors()]
+    return copy_gguf(reader, dst, tensors, kv)
 
+
+def copy_gguf(
+    src,
+    dst: str | Path,
+    extra_tensors: Iterable[tuple[str, np.ndarray]] = (),
+    extra_kv: Mapping[str, object] | None = None,
+) -> Path:
+    """Copy a GGUF (path or GGUFReader) to ``dst`` with extra tensors and keys, unvalidated.
+
+    Metadata and tensor bytes are copied unchanged, as gguf-py's
+    gguf_new_metadata.py does. A key's value may be ``(value, GGUFValueType)``
+    to force a type (arrays: the element type). ``dst`` is written to a
+    temporary file in its directory and renamed: a failure never leaves half a
+    file, and ``dst`` may not be the source.
+    """
+    reader = src if isinstance(src, gguf.GGUFReader) else gguf.GGUFReader(str(src))
+    dst = Path(dst)
+    if dst.exists() and dst.resolve() == Path(reader.data.filename).resolve():
+        raise SwggufError("output would overwrite the input", dst)
+    extra_tensors = list(extra_tensors)
     arch = _field_value(reader, "general.architecture")
-    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent or ".")
+    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
     os.close(fd)
     try:
         writer = gguf.GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
-        _copy_kv(reader, writer)
-        bases = list(sidecars)
-        if bases:
-            writer.add_uint32(KEY_VERSION, SIDECAR_VERSION)
-            writer.add_array(KEY_TENSORS, bases)
-            writer.add_array(KEY_WEIGHT_TYPES, [weight_types[b + WEIGHT_SUFFIX] for b in bases])
+        _copy_kv(reader, writer, skip=set(extra_kv or {}))
         for key, value in (extra_kv or {}).items():
             _add_kv(writer, key, value)
-        new_tensors = [t for sc in sidecars.values() for t in sc.tensors()]
         for t in reader.tensors:
             writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
-        for name, a in new_tensors:
+        for name, a in extra_tensors:
             writer.add_tensor_info(name, a.shape, a.dtype, a.nbytes)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         for t in reader.tensors:
             writer.write_tensor_data(t.data)
-        for _, a in new_tensors:
+        for _, a in extra_tensors:
             writer.write_tensor_data(a)
         writer.close()
         os.replace(tmp, dst)
@@ -346,10 +360,10 @@ def write_with_sidecars(
     return dst
 
 
-def _copy_kv(reader, writer) -> None:
+def _copy_kv(reader, writer, skip: set[str]) -> None:
     for fld in reader.fields.values():
-        # the writer sets these itself
-        if fld.name.startswith("GGUF.") or fld.name == "general.architecture":
+        # the writer sets GGUF.* and the architecture itself
+        if fld.name.startswith("GGUF.") or fld.name == "general.architecture" or fld.name in skip:
             continue
         vtype = fld.types[0]
         sub_type = fld.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
@@ -357,7 +371,13 @@ def _copy_kv(reader, writer) -> None:
 
 
 def _add_kv(writer, key: str, value: object) -> None:
-    if isinstance(value, bool):
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], gguf.GGUFValueType):
+        value, vtype = value
+        if isinstance(value, list):
+            writer.add_key_value(key, value, gguf.GGUFValueType.ARRAY, sub_type=vtype)
+        else:
+            writer.add_key_value(key, value, vtype)
+    elif isinstance(value, bool):
         writer.add_bool(key, value)
     elif isinstance(value, int):
         writer.add_uint64(key, value) if value >= 0 else writer.add_int64(key, value)

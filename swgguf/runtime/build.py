@@ -1,0 +1,344 @@
+"""Build and install the patched llama.cpp runtime.
+
+``build_runtime`` gets the pinned llama-cpp-python sdist through pip, applies
+patches/llama.cpp/*.patch to its vendored llama.cpp, builds a wheel with pip
+(scikit-build-core + CMake) and installs it; with ``tools`` it also builds
+llama-cli, llama-server, llama-perplexity, llama-quantize and llama-imatrix
+from the same patched tree, statically linked, into ``tools_dir()``.
+
+Everything is cached under ``cache_root()`` by a key made of the sdist
+version, the hash of the patches and the build variant, so a second run with
+nothing changed returns at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import SwggufError
+from .pins import LLAMA_CPP_PYTHON_VERSION, SDIST_NAME, patch_files, patches_dir
+
+log = logging.getLogger(__name__)
+
+BUILD_MARKER = "_swgguf_build.json"  # written into the wheel's llama_cpp package
+TOOLS = ("llama-cli", "llama-server", "llama-perplexity", "llama-quantize", "llama-imatrix")
+# llama-cpp-python's runtime dependencies (its wheel is installed with --no-deps
+# so that pip never swaps numpy or torch underneath us)
+WHEEL_DEPS = ("typing-extensions>=4.5.0", "numpy>=1.20.0", "diskcache>=5.6.1", "jinja2>=2.11.3")
+
+# x86 features passed explicitly instead of -march=native. AMX is left out on
+# purpose: ggml's AMX matmul crashed (SIGSEGV in ggml_backend_amx_mul_mat) on
+# the Sapphire Rapids machines this project runs on.
+X86_FEATURES = {  # /proc/cpuinfo flag -> GGML CMake option
+    "sse4_2": "GGML_SSE42",
+    "avx": "GGML_AVX",
+    "avx2": "GGML_AVX2",
+    "fma": "GGML_FMA",
+    "f16c": "GGML_F16C",
+    "bmi2": "GGML_BMI2",
+    "avx_vnni": "GGML_AVX_VNNI",
+    "avx512f": "GGML_AVX512",
+    "avx512vbmi": "GGML_AVX512_VBMI",
+    "avx512_vnni": "GGML_AVX512_VNNI",
+    "avx512_bf16": "GGML_AVX512_BF16",
+}
+COMMON_CMAKE = ["-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF"]
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    cuda: bool = False
+    cuda_arch: str | None = None  # e.g. "90"; default: what nvidia-smi reports, else "native"
+    tools: bool = False
+    jobs: int | None = None
+
+    @property
+    def variant(self) -> str:
+        return f"cuda-sm{self.resolved_cuda_arch()}" if self.cuda else "cpu"
+
+    def resolved_cuda_arch(self) -> str:
+        return self.cuda_arch or detect_cuda_arch() or "native"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SWGGUF_CACHE", Path.home() / ".cache" / "swgguf"))
+
+
+def tools_dir() -> Path:
+    """Where --tools puts the llama.cpp binaries: the bin/ of the current environment."""
+    return Path(sys.prefix) / "bin"
+
+
+def patch_hash() -> str:
+    files = patch_files()
+    if not files:
+        raise SwggufError("no patches found (expected patches/llama.cpp/*.patch)", patches_dir())
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def detect_cuda_arch() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    caps = sorted({line.strip().replace(".", "") for line in out.splitlines() if line.strip()})
+    return ";".join(caps) or None
+
+
+def cpu_cmake_flags(cpuinfo: str | None = None) -> list[str]:
+    """GGML options for this CPU: its x86 features without AMX, or -march=native elsewhere."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    match = re.search(r"^flags\s*:(.*)$", cpuinfo, re.MULTILINE)
+    if not match:  # not x86 Linux: let ggml pick
+        return ["-DGGML_NATIVE=ON"]
+    flags = set(match.group(1).split())
+    return ["-DGGML_NATIVE=OFF"] + [f"-D{opt}={'ON' if flag in flags else 'OFF'}" for flag, opt in X86_FEATURES.items()]
+
+
+def cmake_args(cfg: BuildConfig) -> list[str]:
+    args = COMMON_CMAKE + cpu_cmake_flags()
+    if cfg.cuda:
+        args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={cfg.resolved_cuda_arch()}"]
+    return args
+
+
+def build_key(cfg: BuildConfig) -> str:
+    flags = hashlib.sha256(" ".join(cmake_args(cfg)).encode()).hexdigest()[:8]
+    return f"{LLAMA_CPP_PYTHON_VERSION}-{patch_hash()[:12]}-{cfg.variant}-{flags}"
+
+
+# --- steps ---------------------------------------------------------------------
+
+Progress = Callable[[str], None]
+
+
+def _run(cmd: list[str], log_path: Path, progress: Progress, env: dict | None = None,
+         cwd: Path | None = None) -> None:
+    """Run a build step, its output appended to log_path; on failure show the log's tail."""
+    tail: deque[str] = deque(maxlen=40)
+    with open(log_path, "a") as log_file:
+        log_file.write(f"\n$ {' '.join(cmd)}\n")
+        log_file.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **(env or {})}, cwd=cwd)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log_file.write(line)
+            tail.append(line.rstrip())
+            step = re.search(r"\[\s*(\d+)%\]|^\[(\d+/\d+)\]", line)
+            if step:
+                progress(line.strip()[:100])
+        rc = proc.wait()
+    if rc != 0:
+        raise SwggufError(
+            f"build step failed (exit {rc}): {' '.join(cmd[:4])} ...\n" + "\n".join(tail)
+            + f"\n(full log: {log_path})"
+        )
+
+
+def fetch_sdist(progress: Progress, log_path: Path) -> Path:
+    dest = cache_root() / "sdist"
+    sdist = dest / SDIST_NAME
+    if sdist.is_file():
+        return sdist
+    dest.mkdir(parents=True, exist_ok=True)
+    progress(f"downloading llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION} (sdist)")
+    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+          f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}", "-d", str(dest)], log_path, progress)
+    if not sdist.is_file():
+        raise SwggufError(f"pip did not produce {SDIST_NAME}", dest)
+    return sdist
+
+
+def prepare_source(sdist: Path, workdir: Path, marker: dict | None, progress: Progress,
+                   log_path: Path, patched: bool = True) -> Path:
+    """Extract the sdist into workdir and (if ``patched``) apply the patches."""
+    progress("extracting sources")
+    with tarfile.open(sdist) as tar:
+        tar.extractall(workdir, filter="data")
+    src = workdir / SDIST_NAME.removesuffix(".tar.gz")
+    vendor = src / "vendor" / "llama.cpp"
+    if patched:
+        for patch in patch_files():
+            progress(f"applying {patch.name}")
+            _run(["patch", "-p1", "--forward", "--batch", "-i", str(patch)], log_path, progress, cwd=vendor)
+    if marker is not None:
+        (src / "llama_cpp" / BUILD_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    return src
+
+
+def build_wheel(src: Path, out: Path, cfg: BuildConfig, progress: Progress, log_path: Path) -> Path:
+    progress("building the llama-cpp-python wheel (minutes)")
+    env = {"CMAKE_ARGS": " ".join(cmake_args(cfg))}
+    if cfg.jobs:
+        env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(cfg.jobs)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(src)], log_path, progress, env=env)
+    wheels = sorted(out.glob("llama_cpp_python-*.whl"))
+    if not wheels:
+        raise SwggufError("pip wheel produced no wheel", log_path)
+    return wheels[-1]
+
+
+def build_cmake(vendor: Path, build_dir: Path, cfg: BuildConfig, targets: list[str], extra: list[str],
+                progress: Progress, log_path: Path) -> Path:
+    """Configure and build llama.cpp targets directly with CMake; returns the bin dir."""
+    progress(f"configuring {', '.join(targets)}")
+    _run(["cmake", "-S", str(vendor), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
+          *cmake_args(cfg), *extra], log_path, progress)
+    jobs = ["-j", str(cfg.jobs or os.cpu_count() or 2)]
+    _run(["cmake", "--build", str(build_dir), "--config", "Release", *jobs, "--target", *targets],
+         log_path, progress)
+    return build_dir / "bin"
+
+
+def build_tools(vendor: Path, build_dir: Path, cfg: BuildConfig, progress: Progress, log_path: Path,
+                dest: Path) -> list[Path]:
+    # static: the binaries do not depend on the wheel's shared libraries
+    extra = ["-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON",
+             "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
+             "-DLLAMA_BUILD_COMMON=ON"]
+    bin_dir = build_cmake(vendor, build_dir, cfg, list(TOOLS), extra, progress, log_path)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for tool in TOOLS:
+        src = bin_dir / tool
+        if not src.is_file():
+            raise SwggufError(f"the build produced no {tool}", log_path)
+        tmp = dest / f".{tool}.tmp"
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dest / tool)
+        out.append(dest / tool)
+    return out
+
+
+# --- what is installed -----------------------------------------------------------
+
+
+def installed_marker() -> dict | None:
+    """The build marker of the installed llama_cpp package, or None (absent or not ours)."""
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("llama_cpp")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    marker = Path(next(iter(spec.submodule_search_locations))) / BUILD_MARKER
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def tools_marker_path() -> Path:
+    return tools_dir() / ".swgguf-tools.json"
+
+
+def tools_up_to_date(key: str) -> bool:
+    try:
+        marker = json.loads(tools_marker_path().read_text())
+    except (OSError, ValueError):
+        return False
+    return marker.get("key") == key and all((tools_dir() / t).is_file() for t in TOOLS)
+
+
+@dataclass
+class BuildResult:
+    key: str
+    wheel: str | None
+    installed: bool  # False: was already up to date
+    tools: list[str]
+    log: str | None
+
+
+def build_runtime(cfg: BuildConfig, progress: Progress = lambda msg: None) -> BuildResult:
+    key = build_key(cfg)
+    marker = installed_marker()
+    wheel_ok = marker is not None and marker.get("key") == key
+    tools_ok = not cfg.tools or tools_up_to_date(key)
+    if wheel_ok and tools_ok:
+        return BuildResult(key, marker.get("wheel"), False, [str(tools_dir() / t) for t in TOOLS] if cfg.tools else [], None)
+
+    cache = cache_root() / "runtime" / key
+    cache.mkdir(parents=True, exist_ok=True)
+    log_path = cache / "build.log"
+    wheel_dir = cache / "wheel"
+    wheels = sorted(wheel_dir.glob("llama_cpp_python-*.whl"))
+    new_marker = {
+        "key": key,
+        "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION,
+        "patch_sha256": patch_hash(),
+        "patches": [p.name for p in patch_files()],
+        "variant": cfg.variant,
+        "cmake_args": cmake_args(cfg),
+    }
+    with tempfile.TemporaryDirectory(prefix="swgguf-build-") as tmp:
+        src = None
+        if not wheels or (cfg.tools and not tools_ok):
+            sdist = fetch_sdist(progress, log_path)
+            new_marker["wheel"] = str(wheel_dir)
+            src = prepare_source(sdist, Path(tmp), new_marker, progress, log_path)
+        if not wheels:
+            wheels = [build_wheel(src, wheel_dir, cfg, progress, log_path)]
+        if not wheel_ok:
+            progress("installing the wheel")
+            _run([sys.executable, "-m", "pip", "install", "-q", *WHEEL_DEPS], log_path, progress)
+            _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheels[-1])],
+                 log_path, progress)
+        tools: list[str] = []
+        if cfg.tools:
+            if not tools_ok:
+                built = build_tools(src / "vendor" / "llama.cpp", cache / "tools-build", cfg, progress, log_path,
+                                    tools_dir())
+                tools_marker_path().write_text(json.dumps({"key": key}) + "\n")
+                shutil.rmtree(cache / "tools-build", ignore_errors=True)
+            tools = [str(tools_dir() / t) for t in TOOLS]
+    return BuildResult(key, str(wheels[-1]), True, tools, str(log_path))
+
+
+def build_stock_library(cfg: BuildConfig = BuildConfig(), progress: Progress = lambda msg: None) -> Path:
+    """libllama of the *unpatched* pinned sdist (for A/B tests); returns its directory.
+
+    Built with the same CMake options as the runtime, so a difference in logits
+    can only come from the patches.
+    """
+    flags = hashlib.sha256(" ".join(cmake_args(cfg)).encode()).hexdigest()[:8]
+    cache = cache_root() / "stock" / f"{LLAMA_CPP_PYTHON_VERSION}-{cfg.variant}-{flags}"
+    lib_dir = cache / "build" / "bin"
+    if (lib_dir / "libllama.so").is_file():
+        return lib_dir
+    cache.mkdir(parents=True, exist_ok=True)
+    log_path = cache / "build.log"
+    sdist = fetch_sdist(progress, log_path)
+    src = prepare_source(sdist, cache, None, progress, log_path, patched=False)
+    build_cmake(src / "vendor" / "llama.cpp", cache / "build", cfg, ["llama"],
+                ["-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_SERVER=OFF",
+                 "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_BUILD_COMMON=OFF", "-DLLAMA_OPENSSL=OFF"],
+                progress, log_path)
+    return lib_dir
+
+
+def result_dict(result: BuildResult) -> dict:
+    return asdict(result)

@@ -1,0 +1,43 @@
+"""Evaluate a GGUF in a separate process: ``python -m swgguf.runtime.probe MODEL``.
+
+Tests use it to load crafted files (the parent survives whatever the runtime
+does) and to compare builds (``LLAMA_CPP_LIB_PATH`` selects the library).
+Exit status: 0 and logits in ``--out`` (.npy); 1 and a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from ..errors import SwggufError
+from . import llm
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m swgguf.runtime.probe")
+    parser.add_argument("model")
+    parser.add_argument("--tokens", default="1,2,3,4,5,6,7,8", help="comma-separated token ids")
+    parser.add_argument("--out", help="write the float32 logits here (.npy)")
+    parser.add_argument("--kv-f32", action="store_true")
+    parser.add_argument("--n-gpu-layers", type=int, default=0)
+    args = parser.parse_args(argv)
+    tokens = [int(t) for t in args.tokens.split(",")]
+    try:
+        model = llm.load(args.model, llm.LoadOptions(n_ctx=max(64, len(tokens)), n_batch=max(64, len(tokens)),
+                                                     kv_f32=args.kv_f32, n_gpu_layers=args.n_gpu_layers))
+        logits = llm.logits(model, tokens)
+    except SwggufError as err:
+        print(f"swgguf: error: {err}", file=sys.stderr)
+        return 1
+    if args.out:
+        np.save(args.out, logits)
+    for line in llm.swgguf_log_lines():
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Shared fixtures: a tiny synthetic llama model and the SmolLM2 reference model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from swgguf import synthetic
+
+WIKITEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2" / "wiki.test.tokens"
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg() -> synthetic.LlamaConfig:
+    return synthetic.LlamaConfig()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tiny_cfg):
+    """Random weights with a planted super weight at blk.0.ffn_down[5, 17]."""
+    w = synthetic.random_weights(tiny_cfg, seed=0)
+    synthetic.plant_super_weight(w, layer=0, row=5, col=17, value=4.0)
+    return w
+
+
+@pytest.fixture(scope="session")
+def tiny_f32(tmp_path_factory, tiny_cfg, tiny_weights) -> Path:
+    return synthetic.write_gguf(tmp_path_factory.mktemp("tiny") / "tiny-f32.gguf", tiny_cfg, tiny_weights)
+
+
+@pytest.fixture(scope="session")
+def wikitext() -> Path:
+    if not WIKITEXT.is_file():
+        pytest.fail(f"WikiText-2 test split not found at {WIKITEXT}")
+    return WIKITEXT

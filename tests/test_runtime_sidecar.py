@@ -1,0 +1,136 @@
+"""The patched runtime against a float64 NumPy reference of the same model
+(llm.c style: reference -> golden logits -> native path within a stated tolerance).
+
+F32 model: the runtime must add exactly the stored residuals, so logits agree
+to 1e-3 (observed ~1e-6; F32 KV cache). Q4_K model: llama.cpp quantizes the
+activations of a Q4_K matmul to 8 bits, so the tolerance is looser, and the
+test also requires the runtime to be far closer to the corrected reference
+than to the uncorrected one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from swgguf import sidecar, synthetic
+from swgguf.quantize import quantize
+from swgguf.runtime import llm
+
+TOKENS = list(range(3, 67))
+F32_TOL = 1e-3
+
+
+def _logits(path, **env) -> np.ndarray:
+    with llm.environment(**env):
+        model = llm.load(path, llm.LoadOptions(n_ctx=128, n_batch=128, kv_f32=True))
+    return llm.logits(model, TOKENS)
+
+
+def _apply(weights, sidecars, sw_scale=1.0):
+    out = dict(weights)
+    for base, sc in sidecars.items():
+        out[base + ".weight"] = weights[base + ".weight"] + sc.dense_correction(sw_scale)
+    return out
+
+
+@pytest.fixture(scope="module")
+def f32_case(tmp_path_factory, tiny_f32, tiny_cfg, tiny_weights):
+    """Sidecars with large arbitrary residuals on an F32 model: the runtime must add them exactly."""
+    rng = np.random.default_rng(1)
+    w = tiny_weights
+    specs = {  # base -> (columns, scalars)
+        "blk.0.ffn_down": ([17, 100, 300], [(5, 17), (9, 250)]),
+        "blk.1.attn_q": ([3], []),
+        "output": ([10, 11], []),
+    }
+    sidecars = {}
+    for base, (cols, scalars) in specs.items():
+        true = w[base + ".weight"].copy()
+        true[:, cols] += rng.standard_normal((true.shape[0], len(cols))).astype(np.float32)
+        for r, c in scalars:
+            true[r, c] = 6.0
+        sidecars[base] = sidecar.build_sidecar(base, true, w[base + ".weight"], cols, scalars)
+    path = sidecar.write_with_sidecars(tiny_f32, tmp_path_factory.mktemp("f32") / "protected.gguf", sidecars)
+    return path, sidecars
+
+
+def test_f32_sidecar_matches_corrected_reference(f32_case, tiny_cfg, tiny_weights):
+    path, sidecars = f32_case
+    got = _logits(path)
+    want = synthetic.llama_forward(tiny_cfg, _apply(tiny_weights, sidecars), TOKENS)
+    plain = synthetic.llama_forward(tiny_cfg, tiny_weights, TOKENS)
+    assert np.abs(got - want).max() < F32_TOL
+    assert np.abs(plain - want).max() > 100 * F32_TOL  # the sidecar changes the model
+
+
+def test_sidecar_off_matches_uncorrected_reference(f32_case, tiny_cfg, tiny_weights):
+    path, _ = f32_case
+    got = _logits(path, SWGGUF_SIDECAR="0")
+    want = synthetic.llama_forward(tiny_cfg, tiny_weights, TOKENS)
+    assert np.abs(got - want).max() < F32_TOL
+
+
+@pytest.mark.parametrize("alpha", ["0", "2.5"])
+def test_sw_scale_matches_scaled_reference(f32_case, tiny_cfg, tiny_weights, alpha):
+    path, sidecars = f32_case
+    got = _logits(path, SWGGUF_SW_SCALE=alpha)
+    want = synthetic.llama_forward(tiny_cfg, _apply(tiny_weights, sidecars, float(alpha)), TOKENS)
+    assert np.abs(got - want).max() < F32_TOL
+    # the scalars really moved: alpha=1 is far from this
+    full = synthetic.llama_forward(tiny_cfg, _apply(tiny_weights, sidecars), TOKENS)
+    assert np.abs(full - want).max() > 100 * F32_TOL
+
+
+def test_sw_scale_zero_zeroes_the_super_weight(f32_case, tiny_weights):
+    _, sidecars = f32_case
+    sc = sidecars["blk.0.ffn_down"]
+    w = tiny_weights["blk.0.ffn_down.weight"] + sc.dense_correction(0.0)
+    # up to the float16 rounding of the stored residual and true value (|6.0| -> 2^-9)
+    assert abs(w[5, 17]) < 4e-3 and abs(w[9, 250]) < 4e-3
+    assert abs(tiny_weights["blk.0.ffn_down.weight"][9, 250] + sc.dense_correction()[9, 250] - 6.0) < 4e-3
+
+
+def test_bad_environment_is_refused(f32_case):
+    path, _ = f32_case
+    with pytest.raises(Exception, match="SWGGUF_SW_SCALE"):
+        _logits(path, SWGGUF_SW_SCALE="abc")
+
+
+@pytest.fixture(scope="module")
+def q4k_case(tmp_path_factory, tiny_f32, tiny_cfg):
+    """A real Q4_K file from llama.cpp's quantizer (its weights live in the CPU
+    repack buffer) with large residuals on a few columns: the runtime's
+    correction must show up on top of the quantized matmul."""
+    d = tmp_path_factory.mktemp("q4k")
+    plain = quantize(tiny_f32, d / "q4k.gguf", "Q4_K_M", pure=True)
+    deq = synthetic.read_weights(plain)
+    rng = np.random.default_rng(2)
+    sidecars = {}
+    for base, cols in {"blk.0.ffn_down": [17, 200, 400], "blk.1.ffn_up": [7, 8], "output": [100]}.items():
+        true = deq[base + ".weight"].copy()
+        true[:, cols] += 0.5 * rng.standard_normal((true.shape[0], len(cols))).astype(np.float32)
+        sidecars[base] = sidecar.build_sidecar(base, true, deq[base + ".weight"], cols)
+    protected = sidecar.write_with_sidecars(plain, d / "q4k-sw.gguf", sidecars)
+    return plain, protected, deq, sidecars
+
+
+def _rms(a: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(a, dtype=np.float64))))
+
+
+def test_q4k_sidecar_matches_corrected_reference(q4k_case, tiny_cfg):
+    plain, protected, deq, sidecars = q4k_case
+    want = synthetic.llama_forward(tiny_cfg, _apply(deq, sidecars), TOKENS)
+    want_plain = synthetic.llama_forward(tiny_cfg, deq, TOKENS)
+    # the runtime's own error at Q4_K (activations quantized to 8 bits), measured on the plain file
+    noise = _rms(_logits(plain) - want_plain)
+    err = _rms(_logits(protected) - want)
+    effect = _rms(want - want_plain)
+    assert effect > 5 * noise, (effect, noise)  # the test can tell a correction from noise
+    assert err < 2 * noise, (err, noise)
+
+
+def test_q4k_sidecar_off_is_the_plain_file(q4k_case):
+    plain, protected, _, _ = q4k_case
+    np.testing.assert_array_equal(_logits(protected, SWGGUF_SIDECAR="0"), _logits(plain))
