@@ -103,15 +103,16 @@ def write_gguf(path: str | Path, cfg: LlamaConfig, weights: dict[str, np.ndarray
     return Path(path)
 
 
+def dequantize_tensor(t: "gguf.ReaderTensor") -> np.ndarray:
+    """One GGUF tensor as float32 in numpy order ((n_out, n_in) for a matrix)."""
+    a = gguf.quants.dequantize(t.data, t.tensor_type)
+    return np.asarray(a, np.float32).reshape(tuple(int(d) for d in reversed(t.shape)))
+
+
 def read_weights(path: str | Path) -> dict[str, np.ndarray]:
-    """All tensors of a GGUF, dequantized to float32 numpy arrays in (n_out, n_in) shape."""
+    """All ``*.weight`` tensors of a GGUF, dequantized to float32 numpy arrays."""
     reader = gguf.GGUFReader(str(path))
-    out = {}
-    for t in reader.tensors:
-        if t.name.endswith(".weight"):
-            a = gguf.quants.dequantize(t.data, t.tensor_type)
-            out[t.name] = np.asarray(a, np.float32).reshape(tuple(int(d) for d in reversed(t.shape)))
-    return out
+    return {t.name: dequantize_tensor(t) for t in reader.tensors if t.name.endswith(".weight")}
 
 
 # --- reference forward ---------------------------------------------------------

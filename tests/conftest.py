@@ -34,3 +34,18 @@ def wikitext() -> Path:
     if not WIKITEXT.is_file():
         pytest.fail(f"WikiText-2 test split not found at {WIKITEXT}")
     return WIKITEXT
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run only where the runtime has a CUDA backend; elsewhere
+    they are skipped with a reason that `-ra` prints (never silently)."""
+    if not any("cuda" in item.keywords for item in items):
+        return
+    from swgguf.runtime.info import runtime_info
+
+    if "cuda" in runtime_info().backends:
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU and `swgguf runtime build --cuda` (run on the GPU machine)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

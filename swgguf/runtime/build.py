@@ -56,6 +56,8 @@ X86_FEATURES = {  # /proc/cpuinfo flag -> GGML CMake option
     "avx512_bf16": "GGML_AVX512_BF16",
 }
 COMMON_CMAKE = ["-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF"]
+# the wheel: no multimodal library (swgguf does not use it; it is a third of the compile)
+WHEEL_CMAKE = ["-DLLAVA_BUILD=OFF"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class BuildConfig:
     cuda_arch: str | None = None  # e.g. "90"; default: what nvidia-smi reports, else "native"
     tools: bool = False
     jobs: int | None = None
+    sdist: Path | None = None  # a local copy of the pinned sdist (.tar.gz or .tar.xz); default: pip download
+    build_isolation: bool = True  # False: build with this environment's scikit-build-core (offline machines)
 
     @property
     def variant(self) -> str:
@@ -146,7 +150,7 @@ def _run(cmd: list[str], log_path: Path, progress: Progress, env: dict | None = 
         for line in proc.stdout:
             log_file.write(line)
             tail.append(line.rstrip())
-            step = re.search(r"\[\s*(\d+)%\]|^\[(\d+/\d+)\]", line)
+            step = re.search(r"\[\s*\d+%\]|\[\d+/\d+\]", line)
             if step:
                 progress(line.strip()[:100])
         rc = proc.wait()
@@ -157,7 +161,11 @@ def _run(cmd: list[str], log_path: Path, progress: Progress, env: dict | None = 
         )
 
 
-def fetch_sdist(progress: Progress, log_path: Path) -> Path:
+def fetch_sdist(progress: Progress, log_path: Path, local: Path | None = None) -> Path:
+    if local is not None:
+        if not Path(local).is_file():
+            raise SwggufError("no such sdist file", local)
+        return Path(local)
     dest = cache_root() / "sdist"
     sdist = dest / SDIST_NAME
     if sdist.is_file():
@@ -190,10 +198,13 @@ def prepare_source(sdist: Path, workdir: Path, marker: dict | None, progress: Pr
 
 def build_wheel(src: Path, out: Path, cfg: BuildConfig, progress: Progress, log_path: Path) -> Path:
     progress("building the llama-cpp-python wheel (minutes)")
-    env = {"CMAKE_ARGS": " ".join(cmake_args(cfg))}
+    env = {"CMAKE_ARGS": " ".join(cmake_args(cfg) + WHEEL_CMAKE)}
     if cfg.jobs:
         env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(cfg.jobs)
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(src)], log_path, progress, env=env)
+    isolation = [] if cfg.build_isolation else ["--no-build-isolation"]
+    # -v streams CMake's output, which drives the progress display
+    _run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", *isolation, "-w", str(out), str(src)],
+         log_path, progress, env=env)
     wheels = sorted(out.glob("llama_cpp_python-*.whl"))
     if not wheels:
         raise SwggufError("pip wheel produced no wheel", log_path)
@@ -233,6 +244,23 @@ def build_tools(vendor: Path, build_dir: Path, cfg: BuildConfig, progress: Progr
 
 
 # --- what is installed -----------------------------------------------------------
+
+
+def missing_requirements(requirements: tuple[str, ...]) -> list[str]:
+    """The requirements not satisfied in this environment."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+
+    missing = []
+    for req in requirements:
+        r = Requirement(req)
+        try:
+            if not r.specifier.contains(version(r.name), prereleases=True):
+                missing.append(req)
+        except PackageNotFoundError:
+            missing.append(req)
+    return missing
 
 
 def installed_marker() -> dict | None:
@@ -297,14 +325,16 @@ def build_runtime(cfg: BuildConfig, progress: Progress = lambda msg: None) -> Bu
     with tempfile.TemporaryDirectory(prefix="swgguf-build-") as tmp:
         src = None
         if not wheels or (cfg.tools and not tools_ok):
-            sdist = fetch_sdist(progress, log_path)
+            sdist = fetch_sdist(progress, log_path, cfg.sdist)
             new_marker["wheel"] = str(wheel_dir)
             src = prepare_source(sdist, Path(tmp), new_marker, progress, log_path)
         if not wheels:
             wheels = [build_wheel(src, wheel_dir, cfg, progress, log_path)]
         if not wheel_ok:
             progress("installing the wheel")
-            _run([sys.executable, "-m", "pip", "install", "-q", *WHEEL_DEPS], log_path, progress)
+            missing = missing_requirements(WHEEL_DEPS)
+            if missing:  # only then ask pip: machines without an index have them already
+                _run([sys.executable, "-m", "pip", "install", "-q", *missing], log_path, progress)
             _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheels[-1])],
                  log_path, progress)
         tools: list[str] = []
@@ -331,7 +361,7 @@ def build_stock_library(cfg: BuildConfig = BuildConfig(), progress: Progress = l
         return lib_dir
     cache.mkdir(parents=True, exist_ok=True)
     log_path = cache / "build.log"
-    sdist = fetch_sdist(progress, log_path)
+    sdist = fetch_sdist(progress, log_path, cfg.sdist)
     src = prepare_source(sdist, cache, None, progress, log_path, patched=False)
     build_cmake(src / "vendor" / "llama.cpp", cache / "build", cfg, ["llama"],
                 ["-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_SERVER=OFF",

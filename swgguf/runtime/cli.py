@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -23,6 +24,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--tools", action="store_true",
                    help="also build llama-cli, llama-server, llama-perplexity, llama-quantize, llama-imatrix")
     b.add_argument("--jobs", type=int, default=None, help="parallel compile jobs (default: all cores)")
+    b.add_argument("--sdist", type=Path, default=None,
+                   help="use this copy of the pinned llama-cpp-python sdist instead of downloading it")
+    b.add_argument("--no-build-isolation", action="store_true",
+                   help="build with this environment's scikit-build-core (machines without a package index)")
     i = sub.add_parser("info", help="report the installed runtime")
     i.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -33,7 +38,8 @@ def main(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    cfg = BuildConfig(cuda=args.cuda, cuda_arch=args.cuda_arch, tools=args.tools, jobs=args.jobs)
+    cfg = BuildConfig(cuda=args.cuda, cuda_arch=args.cuda_arch, tools=args.tools, jobs=args.jobs,
+                      sdist=args.sdist, build_isolation=not args.no_build_isolation)
     with console.status("swgguf runtime build") as status:
         result = build_runtime(cfg, progress=lambda msg: status.update(f"[bold]runtime build[/] {msg}"))
     if result.installed:

@@ -1,0 +1,56 @@
+"""A stock GGUF runs exactly as in unpatched llama.cpp: logits bit-identical
+between the patched runtime and the unpatched library of the same sdist, built
+with the same CMake options (``build_stock_library``; cached after the first run).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from swgguf.models import default_model_path
+from swgguf.quantize import quantize
+from swgguf.runtime.build import build_stock_library
+
+TOKENS = ",".join(str(t) for t in range(10, 74))
+
+
+@pytest.fixture(scope="module")
+def stock_lib():
+    return build_stock_library()
+
+
+def _probe(model, out, lib_dir=None) -> np.ndarray:
+    env = dict(os.environ)
+    env.pop("LLAMA_CPP_LIB_PATH", None)
+    if lib_dir is not None:
+        env["LLAMA_CPP_LIB_PATH"] = str(lib_dir)
+    proc = subprocess.run([sys.executable, "-m", "swgguf.runtime.probe", str(model), "--tokens", TOKENS,
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return np.load(out), proc.stdout
+
+
+def _is_patched(lib_dir=None) -> bool:
+    env = dict(os.environ, **({"LLAMA_CPP_LIB_PATH": str(lib_dir)} if lib_dir else {}))
+    code = "import llama_cpp; print(hasattr(llama_cpp.llama_cpp._lib, 'llama_swgguf_sidecar_version'))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout.strip() == "True"
+
+
+def test_the_two_libraries_differ(stock_lib):
+    assert _is_patched() and not _is_patched(stock_lib)
+
+
+@pytest.mark.parametrize("which", ["tiny F32", "tiny Q4_K_M", "SmolLM2 Q4_1"])
+def test_stock_file_logits_bit_identical(tmp_path, stock_lib, tiny_f32, which):
+    model = {"tiny F32": tiny_f32, "SmolLM2 Q4_1": default_model_path()}.get(which)
+    if model is None:
+        model = quantize(tiny_f32, tmp_path / "q4km.gguf", "Q4_K_M")
+    patched, log = _probe(model, tmp_path / "patched.npy")
+    stock, _ = _probe(model, tmp_path / "stock.npy", stock_lib)
+    assert "sidecars" not in log  # no sidecar path was entered
+    np.testing.assert_array_equal(patched, stock)
