@@ -190,7 +190,12 @@ def prepare_source(sdist: Path, workdir: Path, marker: dict | None, progress: Pr
     if patched:
         for patch in patch_files():
             progress(f"applying {patch.name}")
-            _run(["patch", "-p1", "--forward", "--batch", "-i", str(patch)], log_path, progress, cwd=vendor)
+            if shutil.which("patch"):
+                _run(["patch", "-p1", "--forward", "--batch", "-i", str(patch)], log_path, progress, cwd=vendor)
+            elif shutil.which("git"):
+                _run(["git", "apply", "-p1", str(patch)], log_path, progress, cwd=vendor)
+            else:
+                raise SwggufError("neither `patch` nor `git` is installed: cannot apply the patches", patch)
     if marker is not None:
         (src / "llama_cpp" / BUILD_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return src
