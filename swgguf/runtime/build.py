@@ -123,7 +123,11 @@ def cpu_cmake_flags(cpuinfo: str | None = None) -> list[str]:
 def cmake_args(cfg: BuildConfig) -> list[str]:
     args = COMMON_CMAKE + cpu_cmake_flags()
     if cfg.cuda:
-        args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={cfg.resolved_cuda_arch()}"]
+        # --exclude-libs: libggml-cuda.so came out carrying (and exporting) a static copy of
+        # libstdc++ (CUDA 13 toolchain); libllama then bound its iostream calls to that copy
+        # and crashed in llama_model::print_info. Static archives' symbols stay private.
+        args += ["-DGGML_CUDA=ON", f"-DCMAKE_CUDA_ARCHITECTURES={cfg.resolved_cuda_arch()}",
+                 "-DCMAKE_SHARED_LINKER_FLAGS=-Wl,--exclude-libs,ALL"]
     return args
 
 
