@@ -1,0 +1,75 @@
+"""`swgguf runtime build` / `info` on the runtime this environment was set up with."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from swgguf.errors import SwggufError
+from swgguf.runtime import build
+
+
+def _swgguf(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "swgguf.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_info_reports_the_patched_runtime():
+    proc = _swgguf("runtime", "info", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["installed"] and info["patched"]
+    assert info["sidecar_version"] == 1
+    assert info["llama_cpp_python"] == build.LLAMA_CPP_PYTHON_VERSION
+    assert info["patch_sha256"] == build.patch_hash() and info["patch_up_to_date"]
+    assert "cpu" in info["backends"]
+
+
+def test_second_build_returns_at_once():
+    start = time.monotonic()
+    proc = _swgguf("runtime", "build", "--tools")
+    assert proc.returncode == 0, proc.stderr
+    assert "up to date" in proc.stderr
+    # nothing was rebuilt: the cache key matched (no compiler ran; a build takes minutes)
+    assert time.monotonic() - start < 60
+
+
+def test_tools_are_installed_from_the_patched_tree():
+    for tool in build.TOOLS:
+        assert (build.tools_dir() / tool).is_file(), tool
+    marker = json.loads(build.tools_marker_path().read_text())
+    assert marker["key"] == build.build_key(build.BuildConfig(tools=True))
+
+
+def test_cache_key_tracks_the_patches(tmp_path, monkeypatch):
+    key = build.build_key(build.BuildConfig())
+    patch = tmp_path / "0001-x.patch"
+    patch.write_text("diff --git a/x b/x\n")
+    monkeypatch.setenv("SWGGUF_PATCHES", str(tmp_path))
+    assert build.build_key(build.BuildConfig()) != key
+
+
+def test_cpu_flags_leave_amx_out():
+    cpuinfo = "flags\t\t: fpu sse4_2 avx avx2 fma f16c bmi2 avx512f amx_int8 amx_tile\n"
+    flags = build.cpu_cmake_flags(cpuinfo)
+    assert "-DGGML_NATIVE=OFF" in flags and "-DGGML_AVX2=ON" in flags and "-DGGML_AVX512=ON" in flags
+    assert not any("AMX" in f for f in flags)
+    assert build.cpu_cmake_flags("no flags here") == ["-DGGML_NATIVE=ON"]
+
+
+def test_failed_build_step_shows_the_log_tail(tmp_path):
+    log = tmp_path / "build.log"
+    with pytest.raises(SwggufError) as err:
+        build._run([sys.executable, "-c", "print('compiling x'); print('error: boom'); raise SystemExit(3)"],
+                   log, lambda msg: None)
+    assert "exit 3" in str(err.value) and "error: boom" in str(err.value) and str(log) in str(err.value)
+    assert "error: boom" in log.read_text()
+
+
+def test_missing_sdist_is_a_clear_error(tmp_path):
+    with pytest.raises(SwggufError, match="no such sdist file"):
+        build.fetch_sdist(lambda m: None, tmp_path / "log", tmp_path / "nope.tar.gz")
