@@ -61,11 +61,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> None:
     """Refuse to overwrite an input or to write into a missing folder, before any work."""
-    resolved = {p.resolve() for p in inputs}
+    resolved = set()
+    for p in inputs:
+        resolved.add(p.resolve())
+        if p.is_dir():  # a model directory: every file in it is an input
+            resolved.update(f.resolve() for f in p.iterdir())
     for flag, out in (("--out", args.out), ("--plot", args.plot)):
         if out is None:
             continue
-        if out.resolve() in resolved or (out.exists() and any(out.resolve() == p for p in resolved)):
+        if out.resolve() in resolved:
             raise SwggufError(f"{flag} would overwrite an input", out)
         if out.is_dir():
             raise SwggufError(f"{flag} is a directory", out)

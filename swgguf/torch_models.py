@@ -253,7 +253,9 @@ class GgufSource(WeightSource):
         try:
             self._reader = gguf.GGUFReader(str(path))
         except Exception as err:  # gguf-py raises ValueError, struct.error, IndexError... on bad files
-            raise SwggufError(f"not a readable GGUF file ({type(err).__name__}: {err})", path) from None
+            # a cut file shows up as a reshape/struct error on the first tensor it cannot map
+            raise SwggufError(f"not a readable GGUF file, truncated or corrupt ({type(err).__name__}: {err})",
+                              path) from None
         arch_field = self._reader.fields.get("general.architecture")
         if arch_field is None:
             raise SwggufError("GGUF file without general.architecture", path)
