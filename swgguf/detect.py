@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from pathlib import Path
 
 from .errors import SwggufError
@@ -92,14 +91,13 @@ def main(args: argparse.Namespace) -> int:
     import torch
     from rich.console import Console
 
-    from .detection.core import absolute_threshold, detect_super_weights, relative_threshold
+    from .detection.core import absolute_threshold, relative_threshold
     from .detection.known import compare, find_known
+    from .detection.pipeline import DetectOptions, marked_candidates, run_detection
     from .detection.plot import plot_spikes
-    from .detection.report import build_manifest
-    from .detection.verify import default_text, verify_candidates
+    from .detection.render import render, render_comparison
     from .manifest import save_manifest
     from .models import default_model_path
-    from .torch_models import build_model, open_source
 
     console = Console()
     if args.threads:
@@ -113,52 +111,27 @@ def main(args: argparse.Namespace) -> int:
             else relative_threshold(args.threshold_factor)
     except ValueError as err:
         raise SwggufError(str(err)) from None
-    text = _read_text(args.text) if args.verify and args.text else default_text()
-    text_name = str(args.text) if args.text else "builtin:default_text.txt"
-
-    t0 = time.perf_counter()
-    with console.status("loading the model"):
-        source = open_source(model_path)
-        model = build_model(source, low_mem=args.low_mem)
-        tokenizer = source.tokenizer()
-    load_s = time.perf_counter() - t0
-    ids = tokenizer(args.prompt, return_tensors="pt").input_ids
-    if ids.numel() == 0:
-        raise SwggufError("the prompt is empty after tokenization")
-    with console.status("detecting"):
-        result = detect_super_weights(model, ids, rule=rule, weight_factor=args.weight_factor,
-                                      max_rounds=args.max_rounds, activation_factor=args.activation_factor)
-    verification = None
-    if args.verify and result.candidates:
-        text_ids = tokenizer(text).input_ids
-        if len(text_ids) < 2:
-            raise SwggufError("the verification text has fewer than 2 tokens", args.text or text_name)
-        with console.status(f"verifying {len(result.candidates)} candidates on {len(text_ids)} tokens"):
-            try:
-                verification = verify_candidates(model, text_ids, result.candidates, factor=args.verify_factor,
-                                                 n_ctx=args.ctx)
-            except ValueError as err:
-                raise SwggufError(str(err)) from None
-    with console.status("hashing the model"):
-        sha = source.sha256()
-    manifest = build_manifest(source, sha, args.prompt, result, verification, text_name, low_mem=args.low_mem)
-
-    from .detection.render import render
-    render(console, source, result, verification, manifest, tokenizer, load_s)
+    opts = DetectOptions(prompt=args.prompt, rule=rule, weight_factor=args.weight_factor,
+                         activation_factor=args.activation_factor, max_rounds=args.max_rounds,
+                         verify=args.verify, text=_read_text(args.text) if args.verify and args.text else None,
+                         text_name=str(args.text) if args.text else DetectOptions.text_name,
+                         verify_factor=args.verify_factor, ctx=args.ctx, low_mem=args.low_mem)
+    with console.status("detect") as status:
+        outcome = run_detection(model_path, opts, status=lambda msg: status.update(msg))
+    manifest = outcome.manifest
+    render(console, outcome.source, outcome.result, outcome.verification, manifest, outcome.tokenizer,
+           outcome.load_seconds)
     if args.out:
         save_manifest(manifest, args.out)
         console.print(f"manifest: {args.out}")
     if args.plot:
-        marked = [c for c in result.candidates
-                  if any(c.coordinate == w.coordinate for w in manifest.super_weights)] \
-            if verification is not None else result.candidates
-        plot_spikes(result.baseline, args.plot, result.threshold, marked, title=f"{model_path.name}")
+        plot_spikes(outcome.result.baseline, args.plot, outcome.result.threshold, marked_candidates(outcome),
+                    title=f"{model_path.name}")
         console.print(f"plot: {args.plot}")
     if expected is not None:
-        found = [w.coordinate for w in manifest.super_weights] if verification is not None \
-            else [c.coordinate for c in result.candidates]
+        found = [w.coordinate for w in manifest.super_weights] if outcome.verification is not None \
+            else [c.coordinate for c in outcome.result.candidates]
         cmp = compare(found, expected)
-        from .detection.render import render_comparison
         render_comparison(console, cmp)
         if not cmp.ok:
             return EXIT_EXPECT_MISMATCH
