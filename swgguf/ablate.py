@@ -105,8 +105,8 @@ def find_super_weights(path: str | Path, manifest=None) -> list[SuperWeightSite]
             for base, sc in sidecars.items() for r, c in sc.sw_pos]
         if not sites:
             raise SwggufError("no super weights known for this file: it has no sidecar with super-weight "
-                              "scalars and no --manifest was given; run `swgguf detect` on it (or on its "
-                              "source model) first and pass the manifest with --manifest", path)
+                              "scalars and no --manifest was given; run `swgguf detect FILE --out manifest.json` "
+                              "(on it or on its source model) first and pass --manifest manifest.json", path)
         return sites
     chosen, source = manifest.super_weights, "manifest"
     if not chosen:
@@ -329,6 +329,11 @@ class Ablation:
         return d
 
 
+def shown(token_text: str) -> str:
+    """A token as text, its spaces and line breaks visible: ' the' -> '␣the'."""
+    return token_text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
+
+
 def prompt_positions(window_len: int) -> list[int]:
     """Last positions of the prompts cut from one window (prefixes of PROMPT_MIN.. tokens)."""
     return list(range(PROMPT_MIN - 1, window_len - 1, PROMPT_STEP))
@@ -463,7 +468,7 @@ def plot(result: Ablation, out: str | Path) -> Path:
         bx.bar(x + 0.2, [r.p_pruned for r in rows], 0.4, label="super weights zeroed")
         for i, r in enumerate(rows):
             bx.annotate(f"×{r.factor:.1f}", (i + 0.2, r.p_pruned), ha="center", va="bottom", fontsize=7)
-        bx.set_xticks(x, [repr(r.text)[1:-1] for r in rows], rotation=45, fontsize=8)
+        bx.set_xticks(x, [shown(r.text) for r in rows], rotation=45, fontsize=8)
         bx.set_ylabel(f"mean next-token probability ({result.n_prompts} prompts)")
         bx.set_title("stop words")
         bx.legend(fontsize=8)
@@ -537,7 +542,7 @@ def _tables(result: Ablation):
         for col in ("token", "count", "original", "SW zeroed", "factor"):
             stop.add_column(col, justify="left" if col == "token" else "right")
         for s in result.stopwords:
-            stop.add_row(repr(s.text), str(s.count), f"{s.p_original:.4f}", f"{s.p_pruned:.4f}", f"×{s.factor:.2f}")
+            stop.add_row(shown(s.text), str(s.count), f"{s.p_original:.4f}", f"{s.p_pruned:.4f}", f"×{s.factor:.2f}")
         tables.append(stop)
     return tables
 

@@ -500,6 +500,22 @@ def results_table(results: Sequence[Result], title: str):
     return table
 
 
+def kld_table(results: Sequence[Result]):
+    """Every KLD statistic of the files compared with the reference."""
+    from rich.table import Table
+
+    table = Table(title="KL(ref || file), nats per token")
+    for col in ("file", "mean ± err", "median", "p90", "p99", "max", "top-1", "Δp RMS"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for r in results:
+        k = r.kld
+        if k is None:
+            continue
+        table.add_row(r.name, f"{k.mean:.5f} ± {k.stderr:.5f}", f"{k.median:.5f}", f"{k.p90:.4f}", f"{k.p99:.4f}",
+                      f"{k.max:.3f}", f"{100 * k.top1:.2f}%", _fmt(k.dp_rms, ".4f"))
+    return table
+
+
 def make_progress(console):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -523,10 +539,12 @@ def main(args: argparse.Namespace) -> int:
     n = results[-1].ppl.n_tokens
     title = (f"{text.label}: {n} tokens scored, ctx {args.ctx}"
              f"{', llama-compat' if args.llama_compat else ''}")
-    Console().print(results_table(results, title))
+    out = Console()
+    out.print(results_table(results, title))
     if args.ref is not None:
-        Console().print("KLD: KL(ref || file) in nats per token, mean ± standard error; "
-                        "top-1: same argmax as the reference")
+        out.print(kld_table(results))
+        out.print("top-1: share of tokens with the reference's argmax; Δp RMS: RMS change of the "
+                  "correct token's probability")
     if args.json is not None:
         write_json_atomic(report(results, text, args.ctx, args.chunks, args.llama_compat), args.json)
     return 0

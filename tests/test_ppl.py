@@ -141,6 +141,7 @@ def test_cli_table_and_json(model, tmp_path, capsys, monkeypatch):
                      "--json", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "SmolLM2-135M-Instruct.Q4_1.gguf (ref)" in shown and "Q4_1" in shown and "100.00%" in shown
+    assert "KL(ref || file)" in shown and "Δp RMS" in shown
     doc = json.loads(out.read_text())
     assert doc["ctx"] == 64 and doc["reference"] == str(model) and len(doc["results"]) == 2
     row = doc["results"][1]
