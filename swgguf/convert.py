@@ -39,8 +39,10 @@ from .synthetic import dequantize_tensor
 
 log = logging.getLogger(__name__)
 
-# Chosen by measurement on SmolLM2-135M (bench/convert_sweep.py, docs/convert.md).
-DEFAULT_PROTECT_COLS = 1
+# Chosen by measurement on SmolLM2-135M (bench/convert_sweep.py, docs/convert.md): without
+# --protect-cols/--sidecar-budget, the bytes of 2 columns per protected tensor, allocated over
+# all tensors by salience per byte (at equal bytes it beat 2 columns in every tensor).
+DEFAULT_BUDGET = "2cols"
 # --calib / built-in calibration: llama-imatrix context and chunk cap
 CALIB_CTX = 512
 CALIB_CHUNKS = 64
@@ -89,13 +91,14 @@ class ConvertOptions:
     nthread: int = 0
     # --protect-sw
     protect_sw: bool = False
-    protect_cols: int | None = None  # None: DEFAULT_PROTECT_COLS (or no cap under a budget)
-    sidecar_budget: str | None = None  # "0.5%" of the plain file, or bytes ("2M", "1500000")
+    protect_cols: int | None = None  # top K columns in every tensor; under a budget, the cap per tensor
+    sidecar_budget: str | None = None  # "0.5%" of the plain file, bytes ("2M"), or "2cols" (per tensor, on average)
     manifest: Path | None = None
     clip: bool = False
     salience_text: Path | None = None  # activation statistics only (default: built-in text)
     salience_imatrix: Path | None = None  # activation statistics only, from an imatrix file
     policy: salience.ColumnPolicy | None = None  # library use: overrides protect_cols
+    lora_compat: bool = False  # correction as a LoRA adapter next to a plain file, not as a sidecar
 
     def validate(self) -> None:
         self.ftype = canonical_ftype(self.ftype)
@@ -110,12 +113,17 @@ class ConvertOptions:
         if self.protect_cols is not None and not 0 <= self.protect_cols <= sidecar.MAX_COLS:
             raise SwggufError(f"--protect-cols {self.protect_cols} is out of range [0, {sidecar.MAX_COLS}]")
         if self.sidecar_budget is not None:
-            parse_budget(self.sidecar_budget, 1)
+            parse_budget(self.sidecar_budget, 1, 1)
         if self.salience_text is not None and self.salience_imatrix is not None:
             raise SwggufError("--salience-text and --salience-imatrix are exclusive")
         if not self.protect_sw and (self.manifest or self.clip or self.sidecar_budget or self.protect_cols is not None
-                                    or self.salience_text or self.salience_imatrix):
-            raise SwggufError("--manifest, --clip, --protect-cols, --sidecar-budget and --salience-* need --protect-sw")
+                                    or self.salience_text or self.salience_imatrix or self.lora_compat):
+            raise SwggufError("--manifest, --clip, --protect-cols, --sidecar-budget, --salience-* and --lora-compat "
+                              "need --protect-sw")
+        if self.lora_compat and self.clip:
+            # the clipped quantization is only right with its correction, which a LoRA-less
+            # stock run would drop: the plain file must stay llama-quantize's
+            raise SwggufError("--lora-compat and --clip are exclusive")
 
 
 @dataclass
@@ -132,6 +140,7 @@ class ConvertReport:
     scalar_source: str
     warnings: list[str] = field(default_factory=list)
     imatrix_used: bool = False
+    lora_adapter: Path | None = None
 
     @property
     def bpw(self) -> float:
@@ -145,12 +154,17 @@ class ConvertReport:
 # --- inputs ----------------------------------------------------------------------
 
 
-def parse_budget(text: str, plain_bytes: int) -> int:
-    """'0.5%' of ``plain_bytes``, or a byte count ('2M', '512k', '1500000') -> bytes."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%|[kKmMgG]i?[bB]?|[bB])?\s*", text)
+def parse_budget(text: str, plain_bytes: int, column_bytes: int) -> int:
+    """Budget text -> bytes: '0.5%' of ``plain_bytes``; a size ('2M', '512k', '1500000');
+    or '2cols', as many bytes as 2 columns in every tensor (``column_bytes`` = one column
+    in each), spent where salience is highest."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%|cols?|[kKmMgG]i?[bB]?|[bB])?\s*", text)
     if not m:
-        raise SwggufError(f"sidecar budget {text!r} is not a percentage ('0.5%') or a size ('2M')")
+        raise SwggufError(f"sidecar budget {text!r} is not a percentage ('0.5%'), a size ('2M') "
+                          "or columns per tensor ('2cols')")
     value, unit = float(m.group(1)), (m.group(2) or "").lower()
+    if unit.startswith("col"):
+        return int(value * column_bytes)
     if unit == "%":
         if value > 100:
             raise SwggufError(f"sidecar budget {text!r} is over 100%")
@@ -381,11 +395,17 @@ def build_sidecars(tensors: dict[str, salience.TensorQuant], policy: salience.Co
     return out
 
 
-def _policy(opts: ConvertOptions) -> salience.ColumnPolicy:
+def _policy(opts: ConvertOptions) -> salience.ColumnPolicy | None:
     if opts.policy is not None:
         return opts.policy
-    k = DEFAULT_PROTECT_COLS if opts.protect_cols is None else opts.protect_cols
-    return salience.top_k(k)
+    return None if opts.protect_cols is None else salience.top_k(opts.protect_cols)
+
+
+def _budget_text(opts: ConvertOptions) -> str | None:
+    """The byte budget in force: the user's, or the default when no column policy was given."""
+    if opts.sidecar_budget is not None:
+        return opts.sidecar_budget
+    return DEFAULT_BUDGET if _policy(opts) is None else None
 
 
 # --- the conversion -------------------------------------------------------------------
@@ -477,7 +497,9 @@ def _convert(src: Path, dst: Path, opts: ConvertOptions, work: Path, warnings: l
                  **quant_kwargs)
         tensors = load_tensors(float_path, plain, act, progress)  # true weights, clipped quantization
 
-    budget = parse_budget(opts.sidecar_budget, plain.stat().st_size) if opts.sidecar_budget else None
+    budget_text = _budget_text(opts)
+    column_bytes = sum(t.column_cost() for t in tensors.values())
+    budget = parse_budget(budget_text, plain.stat().st_size, column_bytes) if budget_text else None
     max_cols = opts.protect_cols if budget is not None else None
     sidecars = build_sidecars(tensors, _policy(opts), budget, max_cols, scalars, progress)
     if not sidecars:
@@ -488,7 +510,7 @@ def _convert(src: Path, dst: Path, opts: ConvertOptions, work: Path, warnings: l
     kv = {
         sidecar.KEY_SWGGUF_VERSION: __version__,
         KEY_FTYPE: opts.ftype,
-        KEY_POLICY: "budget:" + opts.sidecar_budget if budget is not None else getattr(_policy(opts), "__name__", "custom"),
+        KEY_POLICY: f"budget:{budget_text}" if budget is not None else getattr(_policy(opts), "__name__", "custom"),
         KEY_COLS_PER_TENSOR: ([sc.n_cols for sc in sidecars.values()], gguf.GGUFValueType.UINT32),
         KEY_SCALARS: [f"{b}[{r},{c}]" for b, r, c, _ in scalars] or [""],
         KEY_SCALAR_SOURCE: scalar_source,
@@ -499,11 +521,66 @@ def _convert(src: Path, dst: Path, opts: ConvertOptions, work: Path, warnings: l
         KEY_CLIP: bool(opts.clip),
     }
     progress("writing", 0, 1, dst.name)
-    sidecar.write_with_sidecars(plain, dst, sidecars, kv)
-    publish_mode(dst)
+    adapter = None
+    if opts.lora_compat:
+        adapter = write_lora_adapter(plain, lora_path(dst), sidecars, kv)
+        publish(plain, dst)
+    else:
+        sidecar.write_with_sidecars(plain, dst, sidecars, kv)
+        publish_mode(dst)
     progress("writing", 1, 1, dst.name)
-    return summarize(dst, opts.ftype, {b: (sc.n_cols, sc.n_scalars) for b, sc in sidecars.items()},
-                     [(b, r, c) for b, r, c, _ in scalars], scalar_source, warnings, quant_imatrix is not None)
+    report = summarize(dst, opts.ftype, {b: (sc.n_cols, sc.n_scalars) for b, sc in sidecars.items()},
+                       [(b, r, c) for b, r, c, _ in scalars], scalar_source, warnings, quant_imatrix is not None)
+    if adapter is not None:
+        report.lora_adapter = adapter
+        report.sidecar_bytes = adapter.stat().st_size
+    return report
+
+
+# --- the correction as a LoRA adapter (--lora-compat) ------------------------------------
+
+LORA_SUFFIX = ".lora.gguf"
+
+
+def lora_path(dst: Path) -> Path:
+    """``out.gguf`` -> ``out.lora.gguf``."""
+    return dst.with_name(dst.name.removesuffix(".gguf") + LORA_SUFFIX)
+
+
+def write_lora_adapter(model: Path, dst: Path, sidecars: dict[str, sidecar.Sidecar],
+                       extra_kv: dict[str, object]) -> Path:
+    """A llama.cpp LoRA adapter adding the same correction as ``sidecars``: for each
+    weight, ``lora_a`` (K, n_in) selects the protected input columns (one-hot) and
+    ``lora_b`` (n_out, K) holds their residuals, so ``B (A x) = R x[cols]``. With
+    alpha = 0 llama.cpp applies it at the ``--lora`` scale (1 by default). Both are F32,
+    so the gathered activations (super activations among them) are never rounded to
+    F16, as in the swgguf runtime; the residuals are the sidecar's F16 values."""
+    reader = gguf.GGUFReader(str(model))
+    arch = reader.get_field("general.architecture").contents()
+    fd, tmp = tempfile.mkstemp(prefix=dst.name + ".", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        writer = gguf.GGUFWriter(tmp, arch=arch)
+        writer.add_type("adapter")
+        writer.add_string("adapter.type", "lora")
+        writer.add_float32("adapter.lora.alpha", 0.0)
+        for key, value in extra_kv.items():
+            sidecar._add_kv(writer, key, value)
+        for base, sc in sidecars.items():
+            n_out, n_in = sc.shape
+            a = np.zeros((sc.n_cols, n_in), np.float32)
+            a[np.arange(sc.n_cols), sc.cols] = 1.0
+            writer.add_tensor(f"{base}{sidecar.WEIGHT_SUFFIX}.lora_a", a)
+            writer.add_tensor(f"{base}{sidecar.WEIGHT_SUFFIX}.lora_b", sc.resid.astype(np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        publish(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dst
 
 
 def publish_mode(path: Path) -> None:
@@ -560,14 +637,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     p = parser.add_argument_group("outlier sidecar")
     p.add_argument("--protect-sw", action="store_true", help="add the outlier sidecar (needs the swgguf runtime)")
     p.add_argument("--protect-cols", type=int, default=None, metavar="K",
-                   help=f"salient input columns per tensor (default {DEFAULT_PROTECT_COLS}; 0 = scalars only)")
-    p.add_argument("--sidecar-budget", metavar="SIZE", help="total sidecar size: '0.5%%' of the file or '2M'")
+                   help="the K most salient input columns of every tensor (0 = scalars only); "
+                        "with --sidecar-budget, at most K per tensor")
+    p.add_argument("--sidecar-budget", metavar="SIZE",
+                   help="total size of the columns, spent where salience per byte is highest: '0.5%%' of the "
+                        f"file, '2M', or '2cols' = 2 columns per tensor on average (default: {DEFAULT_BUDGET} "
+                        "unless --protect-cols is given)")
     p.add_argument("--manifest", type=Path, help="super weights from `swgguf detect` (default: found from activations)")
     p.add_argument("--clip", action="store_true",
                    help="the paper's variant: quantize with each super weight replaced by its block median")
     p.add_argument("--salience-text", type=Path, metavar="TEXT",
                    help="text for the activation statistics when there is no --imatrix/--calib "
                         "(default: a built-in text)")
+    p.add_argument("--lora-compat", action="store_true",
+                   help="write the correction as a LoRA adapter OUT.lora.gguf next to a plain OUT, "
+                        "for stock llama.cpp (--lora); no sidecar")
     p.add_argument("--salience-imatrix", type=Path, metavar="FILE",
                    help="activation statistics from this imatrix, not used for quantization")
 
@@ -585,7 +669,7 @@ def main(args: argparse.Namespace) -> int:
         leave_output_tensor=args.leave_output_tensor, hf_outtype=args.outtype, nthread=args.threads,
         protect_sw=args.protect_sw, protect_cols=args.protect_cols, sidecar_budget=args.sidecar_budget,
         manifest=args.manifest, clip=args.clip, salience_text=args.salience_text,
-        salience_imatrix=args.salience_imatrix)
+        salience_imatrix=args.salience_imatrix, lora_compat=args.lora_compat)
     if args.ftype is None:
         console.print("[dim]no type given: Q4_K_M[/]")
     with _RichProgress(console) as bar:
@@ -633,12 +717,16 @@ def print_report(console, report: ConvertReport) -> None:
                   + (f" ({report.bpw_with_sidecar:.3f} with the sidecar)" if report.sidecar_bytes else ""))
     if report.protected:
         cols = sum(c for c, _ in report.protected.values())
-        console.print(f"sidecar: {len(report.protected)} tensors, {cols} columns, "
+        where = f"LoRA adapter {report.lora_adapter.name}" if report.lora_adapter else "sidecar"
+        console.print(f"{where}: {len(report.protected)} tensors, {cols} columns, "
                       f"{len(report.scalars)} super-weight scalars ({report.scalar_source}), "
                       f"{report.sidecar_bytes / 2**10:.1f} KiB = {pct:.3f}% of the file")
         for base, r, c in report.scalars:
             console.print(f"  super weight {base}[{r}, {c}]")
-        console.print("[yellow]needs the swgguf runtime: stock llama.cpp refuses this file "
-                      "(\"wrong number of tensors\")[/]")
+        if report.lora_adapter:
+            console.print(f"use: llama-cli -m {report.output.name} --lora {report.lora_adapter.name}")
+        else:
+            console.print("[yellow]needs the swgguf runtime: stock llama.cpp refuses this file "
+                          "(\"wrong number of tensors\")[/]")
     for w in report.warnings:
         console.print(f"[yellow]warning:[/] {w}")
