@@ -39,8 +39,8 @@ import numpy as np
 
 from . import __version__, textdata
 from .errors import SwggufError
-from .ppl import (Evaluator, KldStats, ModelSpec, PplStats, Progress, check_inputs, file_info,
-                  make_progress, run_windows, text_windows, write_json_atomic)
+from .ppl import (Evaluator, KldStats, ModelSpec, PplStats, Progress, check_inputs,
+                  make_progress, publish, run_windows, text_windows, write_json_atomic)
 from .runtime import llm
 from .sidecar import (KEY_TENSORS, KEY_VERSION, KEY_WEIGHT_TYPES, SIDECAR_VERSION, WEIGHT_SUFFIX, Sidecar,
                       copy_gguf, sidecar_base, sidecars_from_reader)
@@ -440,6 +440,8 @@ def plot(result: Ablation, out: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     out = Path(out)
+    if not out.parent.is_dir():
+        raise SwggufError("the output directory does not exist", out.parent)
     panels = 2 if result.stopwords else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
     ax = axes[0][0]
@@ -477,7 +479,7 @@ def plot(result: Ablation, out: str | Path) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120)
-        os.replace(tmp, out)
+        publish(tmp, out)
     finally:
         plt.close(fig)
         Path(tmp).unlink(missing_ok=True)

@@ -26,7 +26,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -431,11 +431,20 @@ def write_json_atomic(data: dict, path: str | Path) -> Path:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, allow_nan=False)
             f.write("\n")
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def publish(tmp: str | Path, path: Path) -> None:
+    """Rename a finished temporary file onto ``path`` with the permissions a plain
+    ``open()`` would have given it (mkstemp makes files 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
 
 
 def report(results: Sequence[Result], text: Text, ctx: int, chunks: int | None, llama_compat: bool) -> dict:

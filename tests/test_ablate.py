@@ -139,3 +139,21 @@ def test_bad_scale_argument(model, capsys):
     with pytest.raises(SystemExit):
         cli.main(["ablate", str(model), "--scale", "0,x"])
     assert "expected numbers separated by commas" in capsys.readouterr().err
+
+
+def test_with_scalars_keeps_an_existing_sidecar():
+    """Merging super-weight scalars into a sidecar that already protects columns: the
+    residuals are kept where they were, new columns get zero, old scalars elsewhere go."""
+    from swgguf.sidecar import Sidecar
+
+    resid = np.array([[0.5, -0.25], [0.125, 1.0], [0.0, 2.0]], np.float16)
+    old = Sidecar("blk.0.ffn_down", (3, 8), np.array([2, 6], np.int32), resid,
+                  np.array([[0, 2]], np.int32), np.array([1.5], np.float16))
+    sites = [ablate.SuperWeightSite("blk.0.ffn_down.weight", 1, 6, 3.0), ablate.SuperWeightSite(
+        "blk.0.ffn_down.weight", 2, 4, -2.0)]
+    new = ablate.with_scalars(old, (3, 8), sites)
+    new.validate()
+    assert new.cols.tolist() == [2, 4, 6]
+    np.testing.assert_array_equal(new.resid[:, [0, 2]], resid)
+    assert not np.any(new.resid[:, 1])
+    assert new.sw_pos.tolist() == [[1, 6], [2, 4]] and new.sw_val.tolist() == [3.0, -2.0]
