@@ -215,8 +215,7 @@ def _check_free_space(float_path: Path, dst: Path, ftype: str) -> None:
 # --- super-weight scalars ---------------------------------------------------------
 
 
-def scalars_from_manifest(path: Path, tensors: dict[str, salience.TensorQuant]
-                          ) -> list[tuple[str, int, int, float]]:
+def scalars_from_manifest(path: Path, tensors: "TensorSet") -> list[tuple[str, int, int, float]]:
     """(base, row, col, value) of the manifest's (verified) super weights, checked against
     the model: the tensor must be protected here, the position inside it, the value its own."""
     from .manifest import load_manifest
@@ -224,19 +223,19 @@ def scalars_from_manifest(path: Path, tensors: dict[str, salience.TensorQuant]
     manifest = load_manifest(path)
     out = []
     for sw in manifest.super_weights:
-        t = tensors.get(sw.tensor) or tensors.get(sw.tensor + sidecar.WEIGHT_SUFFIX)
-        if t is None:
+        name = sw.tensor if sw.tensor in tensors.shapes else sw.tensor + sidecar.WEIGHT_SUFFIX
+        if name not in tensors.shapes:
             raise SwggufError(f"super weight in tensor {sw.tensor!r}, which this model has not as a quantized "
                               "weight with activation statistics", path)
-        n_out, n_in = t.shape
+        n_out, n_in = tensors.shapes[name]
         if not (0 <= sw.row < n_out and 0 <= sw.col < n_in):
             raise SwggufError(f"super weight ({sw.row}, {sw.col}) is outside {sw.tensor} of shape ({n_out}, {n_in})",
                               path)
-        have = float(t.w_true[sw.row, sw.col])
+        have = float(tensors.true_value(name, sw.row, sw.col))
         if abs(have - sw.value) > 1e-2 * abs(sw.value) + 1e-3:
             raise SwggufError(f"super weight {sw.tensor}[{sw.row}, {sw.col}] is {sw.value:g} in the manifest but "
                               f"{have:g} in this model: was the manifest made for another model?", path)
-        out.append((_base_name(t.name), int(sw.row), int(sw.col), have))
+        out.append((_base_name(name), int(sw.row), int(sw.col), have))
     return out
 
 
@@ -255,23 +254,20 @@ MASSIVE_ACT_RATIO = 1e3
 SUPER_WEIGHT_Z = 20.0
 
 
-def scalars_from_activations(tensors: dict[str, salience.TensorQuant]) -> list[tuple[str, int, int, float]]:
-    """Super-weight scalars from the activation statistics alone (no manifest): in each
-    ffn_down, the largest weight of the input column with a massive mean x², if it is an
-    outlier weight. A heuristic: `swgguf detect` + --manifest is the measured way."""
-    out = []
-    for name, t in tensors.items():
-        if not name.endswith("ffn_down.weight") or t.act_sq is None:
-            continue
-        c = int(np.argmax(t.act_sq))
-        if t.act_sq[c] < MASSIVE_ACT_RATIO * max(float(np.median(t.act_sq)), 1e-30):
-            continue
-        col = np.abs(t.w_true[:, c])
-        r = int(np.argmax(col))
-        rms = float(np.sqrt(np.mean(np.square(t.w_true, dtype=np.float64))))
-        if col[r] >= SUPER_WEIGHT_Z * rms:
-            out.append((_base_name(name), r, c, float(t.w_true[r, c])))
-    return out
+def super_weight_of(t: salience.TensorQuant) -> tuple[str, int, int, float] | None:
+    """The super-weight scalar of one tensor from the activation statistics alone (no
+    manifest): in an ffn_down, the largest weight of the input column with a massive mean
+    x², if it is an outlier weight. A heuristic: `swgguf detect` + --manifest is the
+    measured way."""
+    if not t.name.endswith("ffn_down.weight") or t.act_sq is None:
+        return None
+    c = int(np.argmax(t.act_sq))
+    if t.act_sq[c] < MASSIVE_ACT_RATIO * max(float(np.median(t.act_sq)), 1e-30):
+        return None
+    col = np.abs(t.w_true[:, c])
+    r = int(np.argmax(col))
+    rms = float(np.sqrt(np.mean(np.square(t.w_true, dtype=np.float64))))
+    return (_base_name(t.name), r, c, float(t.w_true[r, c])) if col[r] >= SUPER_WEIGHT_Z * rms else None
 
 
 # --- clipping (the paper's variant) -----------------------------------------------
@@ -345,52 +341,81 @@ def eligible(name: str, qtype: gguf.GGMLQuantizationType, shape: tuple[int, ...]
             and not name.startswith("token_embd."))
 
 
-def load_tensors(float_path: Path, quant_path: Path, act: Imatrix | None,
-                 progress: Progress) -> dict[str, salience.TensorQuant]:
-    """TensorQuant of every eligible tensor that has activation statistics."""
-    true = {t.name: t for t in gguf.GGUFReader(str(float_path)).tensors}
-    quant = [t for t in gguf.GGUFReader(str(quant_path)).tensors
-             if eligible(t.name, t.tensor_type, tuple(t.shape))]
-    out = {}
-    for i, t in enumerate(quant):
-        progress("reading tensors", i + 1, len(quant), t.name)
-        w_deq = dequantize_tensor(t)
-        n_in = w_deq.shape[1]
-        act_sq = act.mean_sq(t.name, n_in) if act is not None else None
-        if act is not None and act_sq is None:
-            continue  # no statistics: the tensor never saw the calibration text (e.g. output)
-        out[t.name] = salience.TensorQuant(t.name, dequantize_tensor(true[t.name]), w_deq, act_sq)
+class TensorSet:
+    """The eligible tensors of a (float, quantized) pair with activation statistics, read
+    one at a time: holding them all as float32 twice would take 8 bytes per parameter."""
+
+    def __init__(self, float_path: Path, quant_path: Path, act: Imatrix | None) -> None:
+        self.true = {t.name: t for t in gguf.GGUFReader(str(float_path)).tensors}
+        self.act = act
+        self.quant = {}
+        self.shapes: dict[str, tuple[int, int]] = {}
+        for t in gguf.GGUFReader(str(quant_path)).tensors:
+            shape = tuple(int(d) for d in reversed(t.shape))
+            # a tensor without statistics never saw the calibration text (e.g. output)
+            if eligible(t.name, t.tensor_type, shape) and (act is None or t.name in act.values):
+                self.quant[t.name] = t
+                self.shapes[t.name] = shape  # type: ignore[assignment]
+
+    def __len__(self) -> int:
+        return len(self.quant)
+
+    def get(self, name: str) -> salience.TensorQuant:
+        w_deq = dequantize_tensor(self.quant[name])
+        act_sq = self.act.mean_sq(name, w_deq.shape[1]) if self.act is not None else None
+        return salience.TensorQuant(name, dequantize_tensor(self.true[name]), w_deq, act_sq)
+
+    def true_value(self, name: str, row: int, col: int) -> float:
+        return float(dequantize_tensor(self.true[name])[row, col])
+
+    def column_bytes(self) -> int:
+        """Bytes of one column in every tensor."""
+        return sum(n_out * salience.RESID_BYTES + salience.INDEX_BYTES for n_out, _ in self.shapes.values())
+
+
+@dataclass
+class Survey:
+    """What the first pass over the tensors keeps: small per-column vectors only."""
+
+    scores: dict[str, np.ndarray]  # salience per column (with a budget)
+    chosen: dict[str, np.ndarray]  # columns picked by a per-tensor policy
+    scalars: list[tuple[str, int, int, float]]  # super weights found from the activations
+
+
+def survey(tensors: TensorSet, policy: salience.ColumnPolicy | None, want_scores: bool,
+           progress: Progress) -> Survey:
+    out = Survey({}, {}, [])
+    for i, name in enumerate(tensors.quant):
+        progress("scoring columns", i + 1, len(tensors), name)
+        t = tensors.get(name)
+        if want_scores:
+            out.scores[name] = salience.salience(t)
+        if policy is not None:
+            out.chosen[name] = np.asarray(policy(t), np.int32)
+        sw = super_weight_of(t)
+        if sw is not None:
+            out.scalars.append(sw)
     return out
 
 
-def build_sidecars(tensors: dict[str, salience.TensorQuant], policy: salience.ColumnPolicy | None,
-                   budget_bytes: int | None, max_cols: int | None,
-                   scalars: list[tuple[str, int, int, float]], progress: Progress
-                   ) -> dict[str, sidecar.Sidecar]:
-    """Sidecars from the chosen columns (a per-tensor policy or a global budget) and scalars."""
-    if budget_bytes is not None:
-        scores = {n: salience.salience(t) for n, t in tensors.items()}
-        chosen = salience.allocate_budget(scores, {n: t.shape[0] for n, t in tensors.items()}, budget_bytes,
-                                          max_per_tensor=max_cols if max_cols is not None else sidecar.MAX_COLS)
-    else:
-        chosen = {}
-        for i, (n, t) in enumerate(tensors.items()):
-            progress("choosing columns", i + 1, len(tensors), n)
-            chosen[n] = policy(t) if policy is not None else np.zeros(0, np.int32)
+def build_sidecars(tensors: TensorSet, chosen: dict[str, np.ndarray],
+                   scalars: list[tuple[str, int, int, float]], progress: Progress) -> dict[str, sidecar.Sidecar]:
+    """Second pass: the sidecars of the tensors with chosen columns or scalars, residuals from
+    the quantized bytes."""
     by_tensor: dict[str, list[tuple[int, int]]] = {}
     for base, r, c, _ in scalars:
         by_tensor.setdefault(base + sidecar.WEIGHT_SUFFIX, []).append((r, c))
     out = {}
-    names = [n for n in tensors if chosen.get(n, np.zeros(0)).size or n in by_tensor]
+    names = [n for n in tensors.quant if chosen.get(n, np.zeros(0)).size or n in by_tensor]
     for i, n in enumerate(names):
         progress("building sidecars", i + 1, len(names), n)
-        t = tensors[n]
+        t = tensors.get(n)
         picked = chosen.get(n, np.zeros(0, np.int32))
         err = salience.column_error(t) if picked.size else None
         cols = [int(c) for c in picked if err[c] > 0]  # an exact column needs no residual
-        base = _base_name(n)
         if not cols and n not in by_tensor:
             continue
+        base = _base_name(n)
         out[base] = sidecar.build_sidecar(base, t.w_true, t.w_deq, cols, by_tensor.get(n, []))
     return out
 
@@ -482,12 +507,14 @@ def _convert(src: Path, dst: Path, opts: ConvertOptions, work: Path, warnings: l
         calib_source, calib_sha = f"text:{text.name}", _sha256(text)
         progress("computing activation statistics", 1, 1, text.name)
 
-    tensors = load_tensors(float_path, plain, act, progress)
+    policy, budget_text = _policy(opts), _budget_text(opts)
+    tensors = TensorSet(float_path, plain, act)
+    found = survey(tensors, policy, budget_text is not None, progress)
     if opts.manifest is not None:
         scalars = scalars_from_manifest(opts.manifest, tensors)
         scalar_source = f"manifest:{opts.manifest.name}"
     else:
-        scalars, scalar_source = scalars_from_activations(tensors), "activations"
+        scalars, scalar_source = found.scalars, "activations"
     if not scalars:
         warnings.append("no super weight found: only salient columns are protected")
 
@@ -495,13 +522,17 @@ def _convert(src: Path, dst: Path, opts: ConvertOptions, work: Path, warnings: l
         clipped = clip_outliers(float_path, plain, scalars, work / "clipped.gguf")
         quantize(clipped, plain, opts.ftype, progress=lambda i, n, name: progress("quantizing (clipped)", i, n, name),
                  **quant_kwargs)
-        tensors = load_tensors(float_path, plain, act, progress)  # true weights, clipped quantization
+        tensors = TensorSet(float_path, plain, act)  # true weights, clipped quantization
+        found = survey(tensors, policy, budget_text is not None, progress)
 
-    budget_text = _budget_text(opts)
-    column_bytes = sum(t.column_cost() for t in tensors.values())
-    budget = parse_budget(budget_text, plain.stat().st_size, column_bytes) if budget_text else None
-    max_cols = opts.protect_cols if budget is not None else None
-    sidecars = build_sidecars(tensors, _policy(opts), budget, max_cols, scalars, progress)
+    budget = None
+    chosen = found.chosen
+    if budget_text is not None:
+        budget = parse_budget(budget_text, plain.stat().st_size, tensors.column_bytes())
+        chosen = salience.allocate_budget(found.scores, {n: s[0] for n, s in tensors.shapes.items()}, budget,
+                                          max_per_tensor=opts.protect_cols if opts.protect_cols is not None
+                                          else sidecar.MAX_COLS)
+    sidecars = build_sidecars(tensors, chosen, scalars, progress)
     if not sidecars:
         warnings.append("nothing to protect: the output is the plain quantization")
         publish(plain, dst)
@@ -510,7 +541,7 @@ def _convert(src: Path, dst: Path, opts: ConvertOptions, work: Path, warnings: l
     kv = {
         sidecar.KEY_SWGGUF_VERSION: __version__,
         KEY_FTYPE: opts.ftype,
-        KEY_POLICY: f"budget:{budget_text}" if budget is not None else getattr(_policy(opts), "__name__", "custom"),
+        KEY_POLICY: f"budget:{budget_text}" if budget is not None else getattr(policy, "__name__", "custom"),
         KEY_COLS_PER_TENSOR: ([sc.n_cols for sc in sidecars.values()], gguf.GGUFValueType.UINT32),
         KEY_SCALARS: [f"{b}[{r},{c}]" for b, r, c, _ in scalars] or [""],
         KEY_SCALAR_SOURCE: scalar_source,
