@@ -182,9 +182,16 @@ def write_scalar_copy(src: str | Path, dst: str | Path, sites: Sequence[SuperWei
     return copy_gguf(filtered, dst, extra, kv)
 
 
-def pruned_leftover(sites: Sequence[SuperWeightSite]) -> float:
-    """Largest |w| left at alpha = 0: the runtime subtracts the float16 value it stores."""
-    return max(abs(s.value - float(np.float16(s.value))) for s in sites)
+def pruned_leftover(driver: str | Path, sites: Sequence[SuperWeightSite]) -> float:
+    """Largest |w| left at alpha = 0: the runtime subtracts the float16 scalar stored in
+    the driver's sidecar from the weight it applies."""
+    sidecars = sidecars_from_reader(_reader(Path(driver)), driver)
+    left = 0.0
+    for s in sites:
+        sc = sidecars[s.base]
+        k = next(i for i, (r, c) in enumerate(sc.sw_pos) if (int(r), int(c)) == (s.row, s.col))
+        left = max(left, abs(s.value - float(sc.sw_val[k])))
+    return left
 
 
 # --- evaluators ------------------------------------------------------------------------------
@@ -410,7 +417,7 @@ def ablate(path: str | Path, manifest=None, text: Text | None = None, ctx: int =
         ppls, klds, ref_ppl = run_windows(evaluators, wins, original, progress)
         points = [ScalePoint(a, p, k) for a, p, k in zip(scales, ppls, klds)]
         result = Ablation(str(path), how, sites, text, ctx, len(wins), ref_ppl, points,
-                          leftover=pruned_leftover(sites))
+                          leftover=pruned_leftover(driver, sites))
         if restore_sa:
             pruned = result.point(0.0).ppl
             p, k = ppls[-1], klds[-1]
