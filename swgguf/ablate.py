@@ -507,6 +507,7 @@ def _scales(spec: str) -> list[float]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the usage block of the docstring
     parser.add_argument("file", type=Path, metavar="FILE", help="GGUF file")
     parser.add_argument("--manifest", type=Path, default=None,
                         help="super-weight manifest from `swgguf detect` (default: the file's sidecar scalars)")

@@ -465,6 +465,7 @@ def report(results: Sequence[Result], text: Text, ctx: int, chunks: int | None, 
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the usage block of the docstring
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="GGUF files to evaluate")
     parser.add_argument("--ref", type=Path, default=None, help="reference GGUF (e.g. F16) for KL divergence")
     parser.add_argument("--text", type=Path, default=None,
