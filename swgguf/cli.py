@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(message)s",
     )
+    # gguf-py's writer logs every file it writes at INFO: not news for our users
+    logging.getLogger("gguf").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return int(args._main(args) or 0)
     except SwggufError as err:
