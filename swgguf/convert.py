@@ -93,6 +93,7 @@ class ConvertOptions:
     protect_sw: bool = False
     protect_cols: int | None = None  # top K columns in every tensor; under a budget, the cap per tensor
     sidecar_budget: str | None = None  # "0.5%" of the plain file, bytes ("2M"), or "2cols" (per tensor, on average)
+    max_tensors: int | None = None  # under a budget: protect at most this many tensors (runtime speed)
     manifest: Path | None = None
     clip: bool = False
     salience_text: Path | None = None  # activation statistics only (default: built-in text)
@@ -114,12 +115,18 @@ class ConvertOptions:
             raise SwggufError(f"--protect-cols {self.protect_cols} is out of range [0, {sidecar.MAX_COLS}]")
         if self.sidecar_budget is not None:
             parse_budget(self.sidecar_budget, 1, 1)
+        if self.max_tensors is not None and self.max_tensors < 1:
+            raise SwggufError(f"--max-tensors must be at least 1, got {self.max_tensors}")
+        if self.max_tensors is not None and self.protect_cols is not None and self.sidecar_budget is None:
+            raise SwggufError("--max-tensors applies to a sidecar budget, not to --protect-cols alone: "
+                              "add --sidecar-budget")
         if self.salience_text is not None and self.salience_imatrix is not None:
             raise SwggufError("--salience-text and --salience-imatrix are exclusive")
         if not self.protect_sw and (self.manifest or self.clip or self.sidecar_budget or self.protect_cols is not None
-                                    or self.salience_text or self.salience_imatrix or self.lora_compat):
-            raise SwggufError("--manifest, --clip, --protect-cols, --sidecar-budget, --salience-* and --lora-compat "
-                              "need --protect-sw")
+                                    or self.salience_text or self.salience_imatrix or self.lora_compat
+                                    or self.max_tensors is not None):
+            raise SwggufError("--manifest, --clip, --protect-cols, --sidecar-budget, --max-tensors, --salience-* and "
+                              "--lora-compat need --protect-sw")
         if self.lora_compat and self.clip:
             # the clipped quantization is only right with its correction, which a LoRA-less
             # stock run would drop: the plain file must stay llama-quantize's
@@ -531,7 +538,7 @@ def _convert(src: Path, dst: Path, opts: ConvertOptions, work: Path, warnings: l
         budget = parse_budget(budget_text, plain.stat().st_size, tensors.column_bytes())
         chosen = salience.allocate_budget(found.scores, {n: s[0] for n, s in tensors.shapes.items()}, budget,
                                           max_per_tensor=opts.protect_cols if opts.protect_cols is not None
-                                          else sidecar.MAX_COLS)
+                                          else sidecar.MAX_COLS, max_tensors=opts.max_tensors)
     sidecars = build_sidecars(tensors, chosen, scalars, progress)
     if not sidecars:
         warnings.append("nothing to protect: the output is the plain quantization")
@@ -541,7 +548,8 @@ def _convert(src: Path, dst: Path, opts: ConvertOptions, work: Path, warnings: l
     kv = {
         sidecar.KEY_SWGGUF_VERSION: __version__,
         KEY_FTYPE: opts.ftype,
-        KEY_POLICY: f"budget:{budget_text}" if budget is not None else getattr(policy, "__name__", "custom"),
+        KEY_POLICY: (f"budget:{budget_text}" + (f",max_tensors:{opts.max_tensors}" if opts.max_tensors else "")
+                     if budget is not None else getattr(policy, "__name__", "custom")),
         KEY_COLS_PER_TENSOR: ([sc.n_cols for sc in sidecars.values()], gguf.GGUFValueType.UINT32),
         KEY_SCALARS: [f"{b}[{r},{c}]" for b, r, c, _ in scalars] or [""],
         KEY_SCALAR_SOURCE: scalar_source,
@@ -674,6 +682,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                    help="total size of the columns, spent where salience per byte is highest: '0.5%%' of the "
                         f"file, '2M', or '2cols' = 2 columns per tensor on average (default: {DEFAULT_BUDGET} "
                         "unless --protect-cols is given)")
+    p.add_argument("--max-tensors", type=int, metavar="N",
+                   help="spend the budget on at most N tensors (each protected tensor adds 3 small graph nodes: "
+                        "fewer tensors, less runtime overhead; default: no limit)")
     p.add_argument("--manifest", type=Path, help="super weights from `swgguf detect` (default: found from activations)")
     p.add_argument("--clip", action="store_true",
                    help="the paper's variant: quantize with each super weight replaced by its block median")
@@ -700,7 +711,7 @@ def main(args: argparse.Namespace) -> int:
         leave_output_tensor=args.leave_output_tensor, hf_outtype=args.outtype, nthread=args.threads,
         protect_sw=args.protect_sw, protect_cols=args.protect_cols, sidecar_budget=args.sidecar_budget,
         manifest=args.manifest, clip=args.clip, salience_text=args.salience_text,
-        salience_imatrix=args.salience_imatrix, lora_compat=args.lora_compat)
+        salience_imatrix=args.salience_imatrix, lora_compat=args.lora_compat, max_tensors=args.max_tensors)
     if args.ftype is None:
         console.print("[dim]no type given: Q4_K_M[/]")
     with _RichProgress(console) as bar:

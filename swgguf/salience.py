@@ -97,7 +97,21 @@ def by_activation(k: int) -> ColumnPolicy:
 
 
 def allocate_budget(scores: Mapping[str, np.ndarray], n_out: Mapping[str, int], budget_bytes: int,
-                    max_per_tensor: int = 1024) -> dict[str, np.ndarray]:
+                    max_per_tensor: int = 1024, max_tensors: int | None = None) -> dict[str, np.ndarray]:
+    """``allocate_budget_all`` over at most ``max_tensors`` tensors: those whose columns
+    carry the most salience in the unrestricted allocation, which then get the whole
+    budget. Each protected tensor costs the runtime a fixed number of graph nodes, so a
+    cap on tensors bounds the time overhead (GPU generation is launch-bound)."""
+    chosen = allocate_budget_all(scores, n_out, budget_bytes, max_per_tensor)
+    if max_tensors is None or len(chosen) <= max_tensors:
+        return chosen
+    weight = {n: float(scores[n][c].sum()) for n, c in chosen.items()}
+    keep = sorted(weight, key=lambda n: -weight[n])[:max_tensors]
+    return allocate_budget_all({n: scores[n] for n in keep}, n_out, budget_bytes, max_per_tensor)
+
+
+def allocate_budget_all(scores: Mapping[str, np.ndarray], n_out: Mapping[str, int], budget_bytes: int,
+                        max_per_tensor: int = 1024) -> dict[str, np.ndarray]:
     """Spread ``budget_bytes`` of columns over tensors, greedily by salience per byte.
 
     ``scores[name]`` is each tensor's salience; taking columns in decreasing

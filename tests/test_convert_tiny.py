@@ -258,6 +258,30 @@ def test_budget_caps_the_sidecar(tmp_path, tiny_f32, tiny_imatrix):
     assert len({sc.n_cols for sc in sidecars.values()}) > 1  # spread by salience, not uniformly
 
 
+def test_budget_allocation_is_greedy_by_salience_per_byte():
+    from swgguf.salience import allocate_budget
+
+    scores = {"a": np.array([9.0, 1.0, 0.0, 0.0]), "b": np.array([4.0, 3.0, 2.5, 0.5]),
+              "c": np.array([0.2, 0.1, 0.0, 0.0])}
+    n_out = {"a": 10, "b": 10, "c": 10}  # one column costs 10 * 2 + 4 bytes everywhere
+    got = allocate_budget(scores, n_out, 4 * 24)
+    assert {n: c.tolist() for n, c in got.items()} == {"a": [0], "b": [0, 1, 2]}
+    # at most one tensor: the one whose columns carried the most salience gets the whole budget
+    capped = allocate_budget(scores, n_out, 4 * 24, max_tensors=1)
+    assert {n: c.tolist() for n, c in capped.items()} == {"b": [0, 1, 2, 3]}
+    assert allocate_budget(scores, n_out, 4 * 24, max_per_tensor=1, max_tensors=2).keys() == {"a", "b"}
+
+
+def test_max_tensors_bounds_the_protected_tensors(tmp_path, tiny_f32, tiny_imatrix, tiny_manifest):
+    opts = cv.ConvertOptions(ftype="Q2_K", protect_sw=True, sidecar_budget="2cols", max_tensors=2,
+                             salience_imatrix=tiny_imatrix, manifest=tiny_manifest)
+    sidecars = sidecar.read_sidecars(cv.convert(tiny_f32, tmp_path / "m.gguf", opts).output)
+    with_cols = [b for b, sc in sidecars.items() if sc.n_cols > sc.n_scalars]
+    assert 1 <= len(with_cols) <= 2
+    # the planted super weight's tensor keeps its scalar whatever the cap
+    assert "blk.0.ffn_down" in sidecars
+
+
 def test_clip_quantizes_the_block_median_and_restores_the_super_weight(tmp_path, tiny_f32, tiny_imatrix,
                                                                        tiny_weights, tiny_manifest):
     opts = cv.ConvertOptions(ftype="Q4_K_M", protect_sw=True, protect_cols=0, clip=True,
@@ -308,6 +332,8 @@ ERROR_CASES = {
     "bad budget": (["{f32}", "--protect-sw", "--sidecar-budget", "lots", "-o", "{tmp}/o.gguf"],
                    "sidecar budget 'lots'"),
     "quantized input": (["{q}", "-o", "{tmp}/o.gguf"], "pass --allow-requantize"),
+    "zero tensors": (["{f32}", "--protect-sw", "--max-tensors", "0", "-o", "{tmp}/o.gguf"],
+                     "--max-tensors must be at least 1, got 0"),
 }
 
 
