@@ -1,8 +1,8 @@
-"""Render the README's benchmark tables from bench/results/*.json.
+"""Render the benchmark tables of README.md and docs/*.md from bench/results/*.json.
 
-The README holds blocks ``<!-- bench:NAME -->`` ... ``<!-- /bench:NAME -->``;
-this tool rewrites each block from the committed JSON, so no number in the
-README is typed by hand. ``--check`` exits 1 when the README is stale (a test
+Those files hold blocks ``<!-- bench:NAME -->`` ... ``<!-- /bench:NAME -->``;
+this tool rewrites each block from the committed JSON, so no measured number
+in them is typed by hand. ``--check`` exits 1 when a file is stale (a test
 runs it).
 
   python tools/readme_tables.py [--check]
@@ -19,7 +19,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-README = ROOT / "README.md"
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _load(name: str) -> dict | None:
@@ -63,9 +63,91 @@ def detect_memory() -> str:
     return "\n".join(lines)
 
 
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+def pareto() -> str:
+    d = _load("pareto_smollm2.json")
+    if d is None:
+        return "*not measured yet (`python bench/pareto.py`).*"
+    runs = d["runs"]
+    vs = {v["file"]: v for v in d.get("versus_stock", [])}
+    lines = [f"`{d['command']}` ({d['cpus']} cores); mean KLD vs F16 on {d['eval_text']}, {d['chunks']} x "
+             f"{d['ctx']} tokens; imatrix from {d['calibration']}; sidecar budget `{d['sidecar_budget']}`.\n",
+             "| type | stock MiB | stock KLD | + imatrix KLD | swgguf MiB | swgguf KLD | swgguf + imatrix KLD | "
+             "vs same type + imatrix | next stock file up (imatrix) | its MiB | its KLD | swgguf + imatrix vs it |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    types = list(dict.fromkeys(r["type"] for r in runs.values()))
+    for t in types:
+        get = lambda v: runs.get(f"{t} {v}")  # noqa: E731
+        plain, im, sw, swim = get("plain"), get("imatrix"), get("sw"), get("sw+imatrix")
+        if not all((plain, im, sw, swim)):
+            continue
+        v = vs.get(swim["name"], {})
+        best = v.get("next_stock_imatrix_up") or {}
+        same = v.get("same_type_imatrix") or {}
+        lines.append(
+            f"| {t} | {_mib(plain['size_bytes'])} | {plain['kld_mean']:.4f} | {im['kld_mean']:.4f} | "
+            f"{_mib(swim['size_bytes'])} | {sw['kld_mean']:.4f} | {swim['kld_mean']:.4f} | "
+            f"{-same.get('kld_lower_pct', float('nan')):+.0f}% | {best.get('file', '-')} | "
+            + (f"{_mib(best['size_bytes'])} | {best['kld_mean']:.4f} | {-best['kld_lower_pct']:+.0f}% |" if best
+               else "- | - | - |"))
+    lines.append("\n![size vs KLD](bench/results/pareto_smollm2.png)\n")
+    lines += ["Conversion time on the same input (seconds; `swgguf convert` vs `llama_model_quantize` alone):\n",
+              "| type | llama_model_quantize | convert | convert + imatrix | convert --protect-sw | "
+              "convert --protect-sw + imatrix |", "|---|---|---|---|---|---|"]
+    for t in types:
+        row = [runs.get(f"{t} {v}") for v in ("plain", "imatrix", "sw", "sw+imatrix")]
+        if not all(row):
+            continue
+        fmt = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
+        lines.append(f"| {t} | {fmt(row[0]['quantize_only_seconds'])} | "
+                     + " | ".join(fmt(r["convert_seconds"]) for r in row) + " |")
+    return "\n".join(lines)
+
+
+def usage() -> str:
+    d = _load("usage_smollm2.json")
+    if d is None:
+        return "*not recorded yet (`python tools/usage_transcript.py`).*"
+    lines = [f"Recorded by `{d['command']}` ({d['cpus']} cores).\n"]
+    for e in d["entries"]:
+        lines += [f"**{e['title']}** ({e['seconds']:.0f} s)\n", "```", "$ swgguf " + " ".join(e["argv"]),
+                  e["output"].rstrip(), "```\n"]
+    return "\n".join(lines)
+
+
+def convert_sweep() -> str:
+    d = _load("convert_sweep.json")
+    if d is None:
+        return "*not measured yet (`python bench/convert_sweep.py`).*"
+    lines = [f"`{d['command']}`; {d['windows']} windows of {d['ctx']} tokens; KLD: {d['kld']}.\n",
+             "| type | imatrix | variant | file MiB | sidecar KiB | tensors | columns | mean KLD ± err | "
+             "vs plain | PPL | top-1 % |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    plain = {}
+    for name, r in d["runs"].items():
+        group, variant = name.split(" / ")
+        if variant == "plain":
+            plain[group] = r["mean_kld"]
+    for name, r in d["runs"].items():
+        group, variant = name.split(" / ")
+        ftype, im = group.split(" ", 1)
+        base = plain.get(group)
+        change = f"{100 * (r['mean_kld'] / base - 1):+.0f}%" if base and variant != "plain" else "-"
+        lines.append(f"| {ftype} | {'yes' if im == 'imatrix' else 'no'} | {variant} | {_mib(r['file_bytes'])} | "
+                     f"{r['sidecar_bytes'] / 1024:.0f} | {r['protected_tensors']} | {r['columns']} | "
+                     f"{r['mean_kld']:.4f} ± {r['kld_stderr']:.4f} | {change} | {r['ppl']:.2f} | "
+                     f"{100 * r['top1_agree']:.1f} |")
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
+    "convert_sweep": convert_sweep,
     "runtime_overhead": runtime_overhead,
     "detect_memory": detect_memory,
+    "pareto": pareto,
+    "usage": usage,
 }
 
 
@@ -78,16 +160,22 @@ def render(readme: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is not up to date")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a document is not up to date")
     args = parser.parse_args()
-    old = README.read_text()
-    new = render(old)
-    if args.check:
-        if new != old:
-            print("README.md tables are stale: run python tools/readme_tables.py", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(new)
+    stale = []
+    for doc in DOCUMENTS:
+        old = doc.read_text()
+        new = render(old)
+        if new == old:
+            continue
+        stale.append(doc.relative_to(ROOT))
+        if not args.check:
+            tmp = doc.with_suffix(".md.tmp")
+            tmp.write_text(new)
+            tmp.replace(doc)
+    if args.check and stale:
+        print(f"stale tables in {', '.join(map(str, stale))}: run python tools/readme_tables.py", file=sys.stderr)
+        return 1
     return 0
 
 
