@@ -29,7 +29,7 @@ demo: setup
 	$(BIN)/swgguf demo
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -ra tests
 
 clean:
 	rm -rf $(VENV) build

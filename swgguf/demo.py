@@ -92,7 +92,7 @@ def _write_results(result: DemoResult, manifest, corpus, chunks: int) -> None:
     from .ppl import write_json_atomic
 
     rows = [r.as_dict() for r in result.results]
-    write_json_atomic({"schema": "swgguf.demo/1", "text": corpus.name, "ctx": 512, "chunks": chunks,
+    write_json_atomic({"schema": "swgguf.demo/1", "text": corpus.label, "ctx": 512, "chunks": chunks,
                        "seconds": result.seconds, "results": rows}, result.results_json)
     lines = ["# swgguf demo: SmolLM2-135M-Instruct", "",
              "## Super weights found (`swgguf detect`)", "",
@@ -101,21 +101,56 @@ def _write_results(result: DemoResult, manifest, corpus, chunks: int) -> None:
         ratio = f"{w.ppl_ratio:.2f}" if getattr(w, "ppl_ratio", None) is not None else "-"
         lines.append(f"| {w.tensor} | {w.row} | {w.col} | {w.value:.3f} | {ratio} |")
     lines += ["", f"![max |down_proj| input and output per layer]({result.plot.name})", "",
-              f"## Quality against the F16 reference ({corpus.name}, {chunks} windows of 512 tokens)", "",
-              "| file | type | size MiB | bpw | sidecar KiB | PPL ± err | mean KLD ± err | KLD p99 | top-1 % |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              f"## Quality against the F16 reference ({corpus.label}, {chunks} windows of 512 tokens)", "",
+              "| file | type | size MiB | bpw | sidecar KiB | PPL ± err | mean KLD ± err | vs plain | KLD p99 | top-1 % |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    change = kld_change(result.results)
     for r in rows:
         kld = f"{r['kld_mean']:.4f} ± {r['kld_stderr']:.4f}" if r["kld_mean"] is not None else "(reference)"
         p99 = f"{r['kld_p99']:.3f}" if r["kld_p99"] is not None else "-"
         top1 = f"{100 * r['top1']:.1f}" if r["top1"] is not None else "-"
         lines.append(f"| {Path(r['file']).name} | {r['type']} | {r['size_bytes'] / 2**20:.1f} | {r['bpw']:.2f} | "
                      f"{(r['sidecar_bytes'] or 0) / 1024:.0f} | {r['ppl']:.3f} ± {r['ppl_stderr']:.3f} | {kld} | "
+                     f"{_pct(change.get(Path(r['file']).name))} | "
                      f"{p99} | {top1} |")
     lines += ["", "Reproduce: `swgguf demo`. Times (s): "
               + ", ".join(f"{k} {v}" for k, v in result.seconds.items()), ""]
     tmp = result.report.with_suffix(".md.tmp")
     tmp.write_text("\n".join(lines))
     tmp.replace(result.report)
+
+
+def kld_change(results: list) -> dict[str, float]:
+    """Per protected file: its mean KLD relative to the plain file of the same type, in %."""
+    by_name = {Path(r.file).name: r for r in results}
+    out = {}
+    for name, r in by_name.items():
+        plain = by_name.get(name.replace("-sw.gguf", ".gguf"))
+        if name.endswith("-sw.gguf") and plain is not None and r.kld and plain.kld:
+            out[name] = 100.0 * (r.kld.mean / plain.kld.mean - 1.0)
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.0f}%"
+
+
+def demo_table(results: list, title: str):
+    """The demo's summary: narrow enough for an 80-column terminal."""
+    from rich.table import Table
+
+    change = kld_change(results)
+    table = Table(title=title)
+    for col in ("file", "MiB", "sidecar KiB", "PPL", "mean KLD", "vs plain", "top-1"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    for r in results:
+        name = Path(r.file).name
+        k = r.kld
+        table.add_row(name + (" (ref)" if r.is_ref else ""), f"{r.info.size_bytes / 2**20:.1f}",
+                      f"{r.info.sidecar_bytes / 1024:.0f}" if r.info.sidecar_bytes else "-", f"{r.ppl.ppl:.2f}",
+                      f"{k.mean:.4f}" if k else "", _pct(change.get(name)) if name in change else "",
+                      f"{100 * k.top1:.1f}%" if k else "")
+    return table
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -128,10 +163,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .ppl import results_table
-
     console = Console()
-    types = tuple(t.strip().upper() for t in args.types.split(",") if t.strip())
+    from .quantize import canonical_ftype
+
+    # checked before the pipeline starts, not minutes later at its convert stage
+    types = tuple(canonical_ftype(t.strip()) for t in args.types.split(",") if t.strip())
     if not types:
         raise SwggufError("--types is empty")
     if args.out.exists() and not args.out.is_dir():
@@ -141,7 +177,7 @@ def main(args: argparse.Namespace) -> int:
         def status(msg: str) -> None:
             spinner.update(f"[bold]demo[/] {msg}  ({time.perf_counter() - t0:.0f} s)")
         result = run_demo(args.out, types, args.chunks, args.text, status=status)
-    console.print(results_table(result.results, f"SmolLM2-135M-Instruct vs F16 ({args.chunks} x 512 tokens)"))
+    console.print(demo_table(result.results, f"SmolLM2-135M-Instruct vs F16 ({args.chunks} x 512 tokens)"))
     for w in json.loads(result.manifest.read_text()).get("super_weights", []):
         console.print(f"super weight: {w['tensor']} [{w['row']}, {w['col']}] = {w['value']:.3f}")
     console.print(f"report: {result.report}  (manifest, plot, results.json and the GGUF files in {result.out_dir}/)")
