@@ -140,9 +140,12 @@ def demo_table(results: list, title: str):
     from rich.table import Table
 
     change = kld_change(results)
+    names = [Path(r.file).name + (" (ref)" if r.is_ref else "") for r in results]
     table = Table(title=title)
-    for col in ("file", "MiB", "sidecar KiB", "PPL", "mean KLD", "vs plain", "top-1"):
-        table.add_column(col, justify="left" if col == "file" else "right")
+    # file names in full: they are what the user opens next
+    table.add_column("file", no_wrap=True, min_width=max(map(len, names)))
+    for col in ("MiB", "sidecar KiB", "PPL", "KLD", "vs plain", "top-1"):
+        table.add_column(col, justify="right")
     for r in results:
         name = Path(r.file).name
         k = r.kld

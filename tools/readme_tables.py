@@ -142,7 +142,26 @@ def convert_sweep() -> str:
     return "\n".join(lines)
 
 
+def demo() -> str:
+    d = _load("demo_smollm2.json")
+    if d is None:
+        return "*not recorded yet (`swgguf demo`, then copy its results.json here).*"
+    rows = {r["name"]: r for r in d["results"]}
+    lines = [f"`{d['command']}` on {d['cpus']} cores: {d['total_seconds']:.0f} s in all "
+             f"({', '.join(f'{k} {v:.0f} s' for k, v in d['seconds'].items())}); text: {d['text']}, "
+             f"{d['chunks']} windows of {d['ctx']} tokens.\n",
+             "| file | MiB | sidecar KiB | PPL | mean KLD vs F16 | vs plain |", "|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        plain = rows.get(name.replace("-sw.gguf", ".gguf")) if name.endswith("-sw.gguf") else None
+        change = f"{100 * (r['kld_mean'] / plain['kld_mean'] - 1):+.0f}%" if plain else "-"
+        kld = f"{r['kld_mean']:.4f} ± {r['kld_stderr']:.4f}" if r["kld_mean"] is not None else "(reference)"
+        lines.append(f"| {name} | {_mib(r['size_bytes'])} | {(r['sidecar_bytes'] or 0) / 1024:.0f} | "
+                     f"{r['ppl']:.2f} ± {r['ppl_stderr']:.2f} | {kld} | {change} |")
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
+    "demo": demo,
     "convert_sweep": convert_sweep,
     "runtime_overhead": runtime_overhead,
     "detect_memory": detect_memory,
