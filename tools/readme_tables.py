@@ -134,7 +134,8 @@ def convert_sweep() -> str:
         group, variant = name.split(" / ")
         ftype, im = group.split(" ", 1)
         base = plain.get(group)
-        change = f"{100 * (r['mean_kld'] / base - 1):+.0f}%" if base and variant != "plain" else "-"
+        pct = 100 * (r["mean_kld"] / base - 1) if base and variant != "plain" else None
+        change = "-" if pct is None else f"{pct:+.1f}%" if abs(pct) < 1 else f"{pct:+.0f}%"
         lines.append(f"| {ftype} | {'yes' if im == 'imatrix' else 'no'} | {variant} | {_mib(r['file_bytes'])} | "
                      f"{r['sidecar_bytes'] / 1024:.0f} | {r['protected_tensors']} | {r['columns']} | "
                      f"{r['mean_kld']:.4f} ± {r['kld_stderr']:.4f} | {change} | {r['ppl']:.2f} | "
