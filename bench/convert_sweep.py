@@ -38,7 +38,7 @@ from swgguf.convert import ConvertOptions, convert  # noqa: E402
 from swgguf.imatrix import calibration_slice, compute_imatrix  # noqa: E402
 from swgguf.models import default_model_path  # noqa: E402
 from swgguf.reference import make_f16_reference  # noqa: E402
-from swgguf.textdata import Text  # noqa: E402
+from swgguf.textdata import text_from  # noqa: E402
 
 WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2" / "wiki.test.tokens"
 CALIB_FRACTION = (0.0, 0.10)
@@ -90,9 +90,7 @@ def main() -> int:
         t = time.perf_counter()
         compute_imatrix(ref, calib, imatrix, n_ctx=512, chunks=64)
         results["imatrix_seconds"] = time.perf_counter() - t
-    raw = WIKITEXT.read_text(encoding="utf-8")
-    cut = raw.find("\n", int(len(raw) * EVAL_START)) + 1
-    text = Text(raw[cut: cut + args.ctx * args.windows * 8], f"{WIKITEXT.name} from {EVAL_START:.0%}")
+    text = text_from(WIKITEXT, EVAL_START, args.ctx * args.windows * 8, f"{WIKITEXT.name} from {EVAL_START:.0%}")
 
     groups: list[tuple[str, list[tuple[str, Path, ConvertOptions | None]]]] = []
     for ftype in args.ftypes.split(","):

@@ -16,10 +16,11 @@ token on WikiText-2 test text. Calibration text (imatrix) is the first 10% of
 wiki.test.tokens, evaluation windows start at 50%: disjoint. Without an imatrix,
 salience statistics come from swgguf's built-in calibration text, as a user gets.
 
-The comparison that matters is at equal size: for each protected file, the stock
-file (plain or imatrix, any mixture) with the lowest KLD among those at least as
-large (the "next mixture up", e.g. Q3_K_L against Q3_K_M + sidecar). It is in the
-JSON ("versus_stock") and the PNG shows both frontiers. Also timed: `swgguf
+The comparison that matters is at equal size: for each protected file, the next
+stock imatrix file up in size (e.g. Q3_K_L against Q3_K_M + sidecar), next to the
+same type with imatrix and the best stock file at least as large. They are in the
+JSON ("versus_stock", the README shows the first two) and the PNG shows both
+frontiers. Also timed: `swgguf
 convert` of each file against `llama_model_quantize` alone on the same input.
 Files already converted in --work are reused (their convert time is then the one
 recorded before); results are written after every mixture.
@@ -45,7 +46,7 @@ from swgguf.imatrix import calibration_slice, compute_imatrix  # noqa: E402
 from swgguf.models import default_model_path  # noqa: E402
 from swgguf.quantize import quantize  # noqa: E402
 from swgguf.reference import make_f16_reference  # noqa: E402
-from swgguf.textdata import Text  # noqa: E402
+from swgguf.textdata import Text, text_from  # noqa: E402
 
 WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "wiki.test.tokens"
 CALIB_FRACTION = (0.0, 0.10)
@@ -62,10 +63,9 @@ def options(ftype: str, variant: str, imatrix: Path) -> ConvertOptions:
 
 
 def eval_text(chunks: int) -> Text:
-    raw = WIKITEXT.read_text(encoding="utf-8")
-    cut = raw.find("\n", int(len(raw) * EVAL_START)) + 1
     # about 4 characters per token; a wide margin so that `chunks` windows always fit
-    return Text(raw[cut: cut + CTX * chunks * 8], f"{WIKITEXT.name} from {EVAL_START:.0%} of its characters")
+    return text_from(WIKITEXT, EVAL_START, CTX * chunks * 8,
+                     f"{WIKITEXT.name} from {EVAL_START:.0%} of its characters")
 
 
 def timed_quantize(ref: Path, ftype: str, work: Path) -> float:
@@ -103,7 +103,7 @@ def versus_stock(runs: dict[str, dict]) -> list[dict]:
     return out
 
 
-def plot(runs: dict[str, dict], path: Path, title: str) -> None:
+def plot(runs: dict[str, dict], path: Path, chunks: int) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -130,7 +130,7 @@ def plot(runs: dict[str, dict], path: Path, title: str) -> None:
     ax.set_ylabel("mean KL divergence vs F16 (nats/token, log scale)")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(f"SmolLM2-135M-Instruct: size vs KLD to F16 (WikiText-2, {chunks} x {CTX} tokens)", fontsize=10)
     ax.legend()
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
@@ -206,8 +206,7 @@ def main() -> int:
               flush=True)
     result["versus_stock"] = versus_stock(result["runs"])
     write_json(args.out, result)
-    plot(result["runs"], args.out.with_suffix(".png"),
-         f"SmolLM2-135M-Instruct: size vs KLD to F16 (WikiText-2, {args.chunks} x {CTX} tokens)")
+    plot(result["runs"], args.out.with_suffix(".png"), args.chunks)
     return 0
 
 
@@ -229,8 +228,7 @@ def retime(args: argparse.Namespace) -> int:
             dst.unlink()
         print(f"{ftype}: quantize {quantize_only:.1f} s", flush=True)
     data["versus_stock"] = versus_stock(data["runs"])
-    plot(data["runs"], args.out.with_suffix(".png"),
-         f"SmolLM2-135M-Instruct: size vs KLD to F16 (WikiText-2, {data['chunks']} x {CTX} tokens)")
+    plot(data["runs"], args.out.with_suffix(".png"), data["chunks"])
     data["timing"] = ("convert_seconds / quantize_only_seconds retimed with --retime on an otherwise idle machine, "
                       + datetime.now(timezone.utc).isoformat(timespec="seconds"))
     write_json(args.out, data)

@@ -146,10 +146,10 @@ def demo_table(results: list, title: str):
     table.add_column("file", no_wrap=True, min_width=max(map(len, names)))
     for col in ("MiB", "sidecar KiB", "PPL", "KLD", "vs plain", "top-1"):
         table.add_column(col, justify="right")
-    for r in results:
+    for r, shown in zip(results, names):
         name = Path(r.file).name
         k = r.kld
-        table.add_row(name + (" (ref)" if r.is_ref else ""), f"{r.info.size_bytes / 2**20:.1f}",
+        table.add_row(shown, f"{r.info.size_bytes / 2**20:.1f}",
                       f"{r.info.sidecar_bytes / 1024:.0f}" if r.info.sidecar_bytes else "-", f"{r.ppl.ppl:.2f}",
                       f"{k.mean:.4f}" if k else "", _pct(change.get(name)) if name in change else "",
                       f"{100 * k.top1:.1f}%" if k else "")
@@ -166,9 +166,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    console = Console()
     from .quantize import canonical_ftype
 
+    console = Console()
     # checked before the pipeline starts, not minutes later at its convert stage
     types = tuple(canonical_ftype(t.strip()) for t in args.types.split(",") if t.strip())
     if not types:

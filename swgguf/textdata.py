@@ -85,6 +85,15 @@ def load_text(path: str | Path | None = None) -> Text:
     return Text(content, str(path))
 
 
+def text_from(path: str | Path, start: float, n_chars: int, label: str | None = None) -> Text:
+    """``n_chars`` of a text file from the first line break after fraction ``start`` of its
+    characters: evaluation text disjoint from a calibration slice that ends before ``start``
+    (swgguf.imatrix.calibration_slice)."""
+    raw = load_text(path).content
+    cut = raw.find("\n", int(len(raw) * start)) + 1
+    return Text(raw[cut: cut + n_chars], label or f"{path}@{start}")
+
+
 _vocabs: dict[str, object] = {}
 
 

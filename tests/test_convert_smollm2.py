@@ -126,15 +126,8 @@ def test_protected_logits_match_the_restored_reference(protected_q4, work, ref):
     assert np.abs(got - unrestored).mean() > 2 * np.abs(got - want).mean()
 
 
-def eval_text(path: Path, start: float, n_chars: int) -> textdata.Text:
-    """``n_chars`` of a text file from the first line break after fraction ``start``."""
-    raw = path.read_text(encoding="utf-8")
-    cut = raw.find("\n", int(len(raw) * start)) + 1
-    return textdata.Text(raw[cut: cut + n_chars], f"{path}@{start}")
-
-
 def test_protected_files_have_lower_kld(ref, work, protected_q4, wikitext):
-    text = eval_text(wikitext, 0.5, N_CTX * N_WINDOWS * 8)  # ~4 characters per token, with margin
+    text = textdata.text_from(wikitext, 0.5, N_CTX * N_WINDOWS * 8)  # ~4 characters per token, with margin
     calib = calibration_slice(wikitext, work / "calib.txt", 0.0, 0.02)  # disjoint from the windows (>= 50%)
     q3 = {name: cv.convert(ref, work / f"q3km-{name}.gguf",
                            cv.ConvertOptions(ftype="Q3_K_M", calib=calib, calib_chunks=8, protect_sw=name == "prot"))
