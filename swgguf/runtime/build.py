@@ -3,8 +3,8 @@
 ``build_runtime`` gets the pinned llama-cpp-python sdist through pip, applies
 patches/llama.cpp/*.patch to its vendored llama.cpp, builds a wheel with pip
 (scikit-build-core + CMake) and installs it; with ``tools`` it also builds
-llama-cli, llama-server, llama-perplexity, llama-quantize and llama-imatrix
-from the same patched tree, statically linked, into ``tools_dir()``.
+llama-cli, llama-server, llama-perplexity, llama-quantize, llama-imatrix and
+llama-bench from the same patched tree, statically linked, into ``tools_dir()``.
 
 Everything is cached under ``cache_root()`` by a key made of the sdist
 version, the hash of the patches and the build variant, so a second run with
@@ -34,7 +34,7 @@ from .pins import LLAMA_CPP_PYTHON_VERSION, SDIST_NAME, patch_files, patches_dir
 log = logging.getLogger(__name__)
 
 BUILD_MARKER = "_swgguf_build.json"  # written into the wheel's llama_cpp package
-TOOLS = ("llama-cli", "llama-server", "llama-perplexity", "llama-quantize", "llama-imatrix")
+TOOLS = ("llama-cli", "llama-server", "llama-perplexity", "llama-quantize", "llama-imatrix", "llama-bench")
 # llama-cpp-python's runtime dependencies (its wheel is installed with --no-deps
 # so that pip never swaps numpy or torch underneath us)
 WHEEL_DEPS = ("typing-extensions>=4.5.0", "numpy>=1.20.0", "diskcache>=5.6.1", "jinja2>=2.11.3")

@@ -22,7 +22,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--cuda", action="store_true", help="build the CUDA backend too")
     b.add_argument("--cuda-arch", default=None, help="CMAKE_CUDA_ARCHITECTURES (default: the GPU's)")
     b.add_argument("--tools", action="store_true",
-                   help="also build llama-cli, llama-server, llama-perplexity, llama-quantize, llama-imatrix")
+                   help="also build llama-cli, llama-server, llama-perplexity, llama-quantize, llama-imatrix, llama-bench")
     b.add_argument("--jobs", type=int, default=None, help="parallel compile jobs (default: all cores)")
     b.add_argument("--sdist", type=Path, default=None,
                    help="use this copy of the pinned llama-cpp-python sdist instead of downloading it")
