@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..manifest import (DetectionInfo, Manifest, ModelInfo, SuperActivation, SuperWeight,
+from ..formats.manifest import (DetectionInfo, Manifest, ModelInfo, SuperActivation, SuperWeight,
                         VerificationInfo)
-from ..torch_models import WeightSource, down_proj_gguf_name
+from ..pytorch import WeightSource, down_proj_gguf_name
 from .core import Candidate, DetectionResult
 from .verify import Verification, VerificationResult
 
