@@ -19,7 +19,7 @@ import numpy as np
 from ..formats.imatrix import Imatrix
 from ..formats.sidecar import Sidecar, build_sidecar, weight_base
 from ..progress import Progress, no_progress
-from . import salience
+from .salience import ColumnPolicy, allocate_budget, column_error, salience
 from .clip import clip_outliers
 from .options import ProtectOptions, parse_budget
 from .scalars import Scalar, by_weight, scalars_from_manifest, super_weight_of
@@ -58,14 +58,14 @@ class Survey:
     scalars: list[Scalar]  # super weights found from the activations
 
 
-def survey(tensors: TensorSet, policy: salience.ColumnPolicy | None, want_scores: bool,
+def survey(tensors: TensorSet, policy: ColumnPolicy | None, want_scores: bool,
            progress: Progress = no_progress) -> Survey:
     out = Survey({}, {}, [])
     for i, name in enumerate(tensors.quant):
         progress("scoring columns", i + 1, len(tensors), name)
         t = tensors.get(name)
         if want_scores:
-            out.scores[name] = salience.salience(t)
+            out.scores[name] = salience(t)
         if policy is not None:
             out.chosen[name] = np.asarray(policy(t), np.int32)
         sw = super_weight_of(t)
@@ -85,7 +85,7 @@ def build_sidecars(tensors: TensorSet, chosen: dict[str, np.ndarray], scalars: l
         progress("building sidecars", i + 1, len(names), n)
         t = tensors.get(n)
         picked = chosen.get(n, np.zeros(0, np.int32))
-        err = salience.column_error(t) if picked.size else None
+        err = column_error(t) if picked.size else None
         cols = [int(c) for c in picked if err[c] > 0]  # an exact column needs no residual
         if not cols and n not in positions:
             continue
@@ -119,7 +119,7 @@ def protect(float_model: Path, quantized: Path, stats: Statistics, opts: Protect
     chosen = found.chosen
     if budget_text is not None:
         budget = parse_budget(budget_text, quantized.stat().st_size, tensors.column_bytes())
-        chosen = salience.allocate_budget(found.scores, tensors.n_out(), budget,
+        chosen = allocate_budget(found.scores, tensors.n_out(), budget,
                                           max_per_tensor=opts.max_per_tensor(), max_tensors=opts.max_tensors)
     sidecars = build_sidecars(tensors, chosen, scalars, progress)
     return Protection(sidecars, scalars, scalar_source, opts.policy_name(), warnings)

@@ -30,7 +30,7 @@ from swgguf.evaluate import evaluate
 from swgguf.evaluate.text import calibration_slice, text_from
 from swgguf.formats import sidecar
 from swgguf.protect import provenance as prov
-from swgguf.runtime import llm, vocab
+from swgguf.runtime import vocab
 from swgguf.runtime.build import tools_dir
 
 pytestmark = pytest.mark.slow
@@ -106,18 +106,12 @@ def test_protected_logits_match_the_restored_reference(protected_q4, work, ref):
     so the plain file is off its own float64 reference by a noise floor (computed here);
     the protected file must stay within 1.25 x that floor of dequant + restored outliers,
     and be far from dequant alone."""
+    from test_convert_tiny import runtime_and_references
+
     tokens = vocab.tokenize(ref, PROMPT)
 
     def run(path):
-        model = llm.load(path, llm.LoadOptions(n_ctx=64, n_batch=64, kv_f32=True))
-        got = llm.logits(model, tokens)
-        w = synthetic.read_weights(path)
-        restored = dict(w)
-        for base, sc in sidecar.read_sidecars(path).items():
-            restored[base + ".weight"] = w[base + ".weight"] + sc.dense_correction()
-        for d in (w, restored):
-            d["output.weight"] = d["token_embd.weight"]  # tied
-        return got, synthetic.llama_forward(SMOL, restored, tokens), synthetic.llama_forward(SMOL, w, tokens)
+        return runtime_and_references(path, SMOL, tokens, n_ctx=64, tied=True)
 
     plain = cv.convert(ref, work / "plain-q4km.gguf", cv.ConvertOptions.from_flags(ftype="Q4_K_M")).output
     p_got, p_want, _ = run(plain)

@@ -205,14 +205,20 @@ def test_residuals_restore_the_true_columns(protected, tiny_weights):
     assert report.scalars == [("blk.0.ffn_down", 5, 17)] and report.scalar_source == "manifest:m.json"
 
 
-def _runtime_and_references(path, cfg):
-    model = llm.load(path, llm.LoadOptions(n_ctx=128, n_batch=128, kv_f32=True))
-    got = llm.logits(model, TOKENS)
+def runtime_and_references(path, cfg, tokens=TOKENS, n_ctx=128, tied=False):
+    """The runtime's logits of ``path``, and the NumPy model's from dequant(weights) +
+    the sidecars' corrections and from dequant(weights) alone (``tied``: output =
+    token_embd, as in SmolLM2). Also used by test_convert_smollm2."""
+    model = llm.load(path, llm.LoadOptions(n_ctx=n_ctx, n_batch=n_ctx, kv_f32=True))
+    got = llm.logits(model, tokens)
     deq = synthetic.read_weights(path)
     restored = dict(deq)
     for base, sc in sidecar.read_sidecars(path).items():
         restored[base + ".weight"] = deq[base + ".weight"] + sc.dense_correction()
-    return got, synthetic.llama_forward(cfg, restored, TOKENS), synthetic.llama_forward(cfg, deq, TOKENS)
+    if tied:
+        for d in (deq, restored):
+            d["output.weight"] = d["token_embd.weight"]
+    return got, synthetic.llama_forward(cfg, restored, tokens), synthetic.llama_forward(cfg, deq, tokens)
 
 
 def test_protected_logits_match_the_restored_reference(protected, tiny_cfg):
@@ -221,8 +227,8 @@ def test_protected_logits_match_the_restored_reference(protected, tiny_cfg):
     max 0.16 (logits of mean magnitude 0.8). The protected file must stay within
     that noise of *its* reference (dequant + restored outliers): observed 0.021 / 0.20."""
     report, plain = protected
-    got, want, unrestored = _runtime_and_references(report.output, tiny_cfg)
-    p_got, p_want, _ = _runtime_and_references(plain, tiny_cfg)
+    got, want, unrestored = runtime_and_references(report.output, tiny_cfg)
+    p_got, p_want, _ = runtime_and_references(plain, tiny_cfg)
     floor = np.abs(p_got - p_want).mean()
     assert np.abs(got - want).mean() < 1.25 * floor and np.abs(got - want).max() < 0.3
     # the sidecar moved the model by far more than the noise, towards its reference
