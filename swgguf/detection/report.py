@@ -1,4 +1,4 @@
-"""Detection (+ verification) results as a :class:`~swgguf.manifest.Manifest`."""
+"""Detection (+ verification) results as a :class:`~swgguf.formats.manifest.Manifest`."""
 
 from __future__ import annotations
 

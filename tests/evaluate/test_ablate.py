@@ -12,7 +12,7 @@ from swgguf import ablation as ablate
 from swgguf import cli, runtime
 from swgguf.default_model import default_model_path
 from swgguf.evaluate import Evaluator, ModelSpec
-from swgguf.evaluate import text as textdata
+from swgguf.evaluate.text import embedded_corpus, load_text, windows
 from swgguf.formats.manifest import DetectionInfo, Manifest, ModelInfo, SuperWeight
 from swgguf.formats.sidecar import Sidecar, read_sidecars
 
@@ -36,7 +36,7 @@ def model():
 @pytest.fixture(scope="module")
 def run(model, wikitext):
     """One ablation shared by the tests: 2 windows of 256 WikiText-2 tokens."""
-    return ablate.ablate(model, smollm2_manifest(model), text=textdata.load_text(wikitext), ctx=256, chunks=2,
+    return ablate.ablate(model, smollm2_manifest(model), text=load_text(wikitext), ctx=256, chunks=2,
                          scales=[1.0], restore_sa=True, stopwords=40)
 
 
@@ -90,7 +90,7 @@ def test_kv_transfer_is_exact(model, tmp_path):
     sites = ablate.find_super_weights(model, smollm2_manifest(model))
     driver = ablate.write_scalar_copy(model, tmp_path / "driver.gguf", sites)
     options = runtime.LoadOptions(n_ctx=64, n_batch=64)
-    tokens = textdata.windows(runtime.vocab.tokenize(model, textdata.embedded_corpus().content), 64, None, 1)[0].tokens
+    tokens = windows(runtime.vocab.tokenize(model, embedded_corpus().content), 64, None, 1)[0].tokens
     original = Evaluator(ModelSpec(model), options)
     restorer = ablate.RestoreSA(ablate.scaled(driver, 1.0, options, len(sites)), Evaluator(ModelSpec(model), options))
     try:

@@ -15,7 +15,7 @@ from swgguf import cli
 from swgguf.default_model import default_model_path
 from swgguf.errors import SwggufError
 from swgguf.evaluate import PplAccumulator, evaluate, kld_stats
-from swgguf.evaluate import text as textdata
+from swgguf.evaluate.text import Window, compat_windows, embedded_corpus, load_text, windows
 from swgguf.runtime.build import tools_dir
 
 # --- pure statistics and windows (no model) --------------------------------------------
@@ -53,7 +53,7 @@ def test_kld_stats_refuses_mismatched_shapes():
 def test_ppl_accumulator_is_exp_mean_nll():
     logits = np.log(np.array([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]], np.float32))
     acc = PplAccumulator()
-    acc.add(logits, textdata.Window([0, 1, 2, 0]))  # predicts 1, 2, 0
+    acc.add(logits, Window([0, 1, 2, 0]))  # predicts 1, 2, 0
     s = acc.stats()
     nll = -np.log([0.25, 0.1, 0.2])
     assert s.n_tokens == 3
@@ -63,23 +63,23 @@ def test_ppl_accumulator_is_exp_mean_nll():
 
 def test_windows_conventions():
     toks = list(range(100, 120))  # 20 text tokens
-    w = textdata.windows(toks, ctx=5, bos=1)
+    w = windows(toks, ctx=5, bos=1)
     assert [x.tokens for x in w] == [[1, 100, 101, 102, 103], [1, 104, 105, 106, 107], [1, 108, 109, 110, 111],
                                      [1, 112, 113, 114, 115], [1, 116, 117, 118, 119]]
     assert w[0].targets == [100, 101, 102, 103]  # every text token scored once
-    w = textdata.windows(toks, ctx=5, bos=None, chunks=2)
+    w = windows(toks, ctx=5, bos=None, chunks=2)
     assert [x.tokens for x in w] == [toks[:5], toks[5:10]] and w[1].targets == toks[6:10]
-    c = textdata.compat_windows([1] + toks, ctx=8, bos=1)  # llama-perplexity: 21 // 8 = 2 chunks
+    c = compat_windows([1] + toks, ctx=8, bos=1)  # llama-perplexity: 21 // 8 = 2 chunks
     assert len(c) == 2 and c[1].tokens[0] == 1 and c[1].tokens[1:] == toks[8:15]
     assert c[0].score_from == 4 and c[0].n_scored == 3 and c[0].targets == toks[4:7]
     with pytest.raises(SwggufError, match="shorter than one window"):
-        textdata.windows(toks, ctx=64, bos=None)
+        windows(toks, ctx=64, bos=None)
     with pytest.raises(SwggufError, match="at least 16"):
-        textdata.compat_windows([1] + toks[:10], ctx=8, bos=1)
+        compat_windows([1] + toks[:10], ctx=8, bos=1)
 
 
 def test_embedded_corpus_has_no_header_and_is_english():
-    text = textdata.embedded_corpus()
+    text = embedded_corpus()
     assert not text.content.startswith("#")
     assert text.content.startswith("ALICE'S ADVENTURES IN WONDERLAND")
     assert 100_000 < len(text.content) < 160_000
@@ -124,14 +124,14 @@ def _llama_perplexity(model, text_file, ctx, chunks) -> tuple[float, float]:
 def test_llama_compat_agrees_with_llama_perplexity(model, tmp_path):
     ctx, chunks = 256, 3
     text_file = tmp_path / "corpus.txt"
-    text_file.write_text(textdata.embedded_corpus().content, encoding="utf-8")
+    text_file.write_text(embedded_corpus().content, encoding="utf-8")
     theirs, theirs_err = _llama_perplexity(model, text_file, ctx, chunks)
-    (ours,) = evaluate([model], text=textdata.load_text(text_file), ctx=ctx, chunks=chunks, llama_compat=True)
+    (ours,) = evaluate([model], text=load_text(text_file), ctx=ctx, chunks=chunks, llama_compat=True)
     assert ours.ppl.n_tokens == chunks * (ctx - 1 - ctx // 2)
     assert abs(ours.ppl.ppl / theirs - 1) < 0.005, (ours.ppl.ppl, theirs)
     assert abs(ours.ppl.stderr / theirs_err - 1) < 0.05
     # and the convention matters: the default scoring sees the whole window
-    (native,) = evaluate([model], text=textdata.load_text(text_file), ctx=ctx, chunks=chunks)
+    (native,) = evaluate([model], text=load_text(text_file), ctx=ctx, chunks=chunks)
     assert native.ppl.n_tokens == chunks * (ctx - 1) and native.ppl.ppl != ours.ppl.ppl
 
 
