@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..conversion import DEFAULT_BUDGET, ConvertOptions, ConvertReport, convert
 from ..conversion.options import CALIB_CHUNKS, DEFAULT_FTYPE
+from ..runtime import parse_tensor_type
 
 # flags for the common ftypes (`--q4_k`); --type NAME takes any llama.cpp ftype
 FTYPE_FLAGS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k", "q4_k_s", "q4_k_m",
@@ -91,6 +92,7 @@ def main(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     logging.getLogger("gguf").setLevel(logging.WARNING)  # its writer logs every file it writes
+    args.tensor_types = [parse_tensor_type(s) for s in args.tensor_types]  # refused before anything is said
     if args.ftype is None:
         console.print(f"[dim]no type given: {DEFAULT_FTYPE}[/]")
     opts = ConvertOptions.from_args(args)
