@@ -4,4 +4,4 @@ Kept for tests/test_runtime_*.py and bench/runtime_overhead.py, which import
 ``swgguf.quantize.quantize``; new code imports it from ``swgguf.runtime``.
 """
 
-from .runtime.quantize import canonical_ftype, parse_tensor_type, quantize  # noqa: F401
+from .runtime.quantize import quantize  # noqa: F401

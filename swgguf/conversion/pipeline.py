@@ -8,6 +8,7 @@ the command only parses flags and renders the :class:`ConvertReport`.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SwggufError
@@ -45,13 +46,12 @@ def _convert(src: Path, dst: Path, opts: ConvertOptions, work: Path, progress: P
     float_path = prepare_input(src, work, q, warnings)
     check_free_space(float_path, dst, q.ftype)
     progress("preparing input", 1, 1, src.name)
-    quant_imatrix = quantization_imatrix(float_path, q, work, progress)
-    plain = work / "plain.gguf"
-    quantize_plain(float_path, plain, q, quant_imatrix, progress)
+    job = _Job(dst, work, q, quantization_imatrix(float_path, q, work, progress), warnings, progress)
+    plain = quantize_plain(float_path, work / "plain.gguf", q, job.imatrix, progress)
     if opts.protect is None:
         publish(plain, dst)
-        return summarize(dst, q.ftype, None, warnings, quant_imatrix is not None)
-    return _protected(float_path, plain, dst, opts.protect, q, quant_imatrix, work, warnings, progress)
+        return job.report(None)
+    return job.protected(float_path, plain, opts.protect)
 
 
 def quantize_plain(float_path: Path, dst: Path, q: QuantOptions, imatrix: QuantImatrix | None,
@@ -64,39 +64,51 @@ def quantize_plain(float_path: Path, dst: Path, q: QuantOptions, imatrix: QuantI
                     progress=progress)
 
 
-def _protected(float_path: Path, plain: Path, dst: Path, p: ProtectOptions, q: QuantOptions,
-               quant_imatrix: QuantImatrix | None, work: Path, warnings: list[str],
-               progress: Progress) -> ConvertReport:
-    """The protected file (or plain file + LoRA adapter) from the plain quantization."""
-    stats = salience_statistics(float_path, quant_imatrix, p, q, work, progress)
+@dataclass
+class _Job:
+    """What the steps after quantization share."""
 
-    def requantize(clipped: Path) -> Path:  # --clip: the clipped float model onto the plain file
-        return quantize_plain(clipped, plain, q, quant_imatrix, renamed(progress, "quantizing (clipped)"))
+    dst: Path
+    work: Path
+    quant: QuantOptions
+    imatrix: QuantImatrix | None  # the quantizer's
+    warnings: list[str]
+    progress: Progress
 
-    protection = protect(float_path, plain, stats, p, requantize=requantize, work=work, progress=progress)
-    warnings += protection.warnings
-    if not protection.sidecars:
-        warnings.append("nothing to protect: the output is the plain quantization")
-        publish(plain, dst)
-        return summarize(dst, q.ftype, protection, warnings, quant_imatrix is not None)
-    kv = provenance(protection, stats, ftype=q.ftype, manifest=p.manifest,
-                    imatrix_in_quantization=quant_imatrix is not None, clip=p.clip)
-    return _write(plain, dst, protection, kv, p.lora_compat, q.ftype, warnings, quant_imatrix is not None, progress)
+    def report(self, protection: Protection | None) -> ConvertReport:
+        return summarize(self.dst, self.quant.ftype, protection, self.warnings, self.imatrix is not None)
 
+    def protected(self, float_path: Path, plain: Path, p: ProtectOptions) -> ConvertReport:
+        """The protected file (or plain file + LoRA adapter) from the plain quantization."""
+        stats = salience_statistics(float_path, self.imatrix, p, self.quant, self.work, self.progress)
 
-def _write(plain: Path, dst: Path, protection: Protection, kv: dict[str, object], lora_compat: bool, ftype: str,
-           warnings: list[str], imatrix_used: bool, progress: Progress) -> ConvertReport:
-    """The sidecars into a copy of the plain file, or beside it as a LoRA adapter."""
-    progress("writing", 0, 1, dst.name)
-    adapter = None
-    if lora_compat:
-        adapter = write_lora_adapter(plain, lora_path(dst), protection.sidecars, kv)
-        publish(plain, dst)
-    else:
-        write_with_sidecars(plain, dst, protection.sidecars, kv)
-    progress("writing", 1, 1, dst.name)
-    report = summarize(dst, ftype, protection, warnings, imatrix_used)
-    if adapter is not None:
-        report.lora_adapter = adapter
-        report.sidecar_bytes = adapter.stat().st_size
-    return report
+        def requantize(clipped: Path) -> Path:  # --clip: the clipped float model onto the plain file
+            return quantize_plain(clipped, plain, self.quant, self.imatrix,
+                                  renamed(self.progress, "quantizing (clipped)"))
+
+        protection = protect(float_path, plain, stats, p, requantize=requantize, work=self.work,
+                             progress=self.progress)
+        self.warnings += protection.warnings
+        if not protection.sidecars:
+            self.warnings.append("nothing to protect: the output is the plain quantization")
+            publish(plain, self.dst)
+            return self.report(protection)
+        kv = provenance(protection, stats, ftype=self.quant.ftype, manifest=p.manifest,
+                        imatrix_in_quantization=self.imatrix is not None, clip=p.clip)
+        return self.write(plain, protection, kv, p.lora_compat)
+
+    def write(self, plain: Path, protection: Protection, kv: dict[str, object], lora_compat: bool) -> ConvertReport:
+        """The sidecars into a copy of the plain file, or beside it as a LoRA adapter."""
+        self.progress("writing", 0, 1, self.dst.name)
+        adapter = None
+        if lora_compat:
+            adapter = write_lora_adapter(plain, lora_path(self.dst), protection.sidecars, kv)
+            publish(plain, self.dst)
+        else:
+            write_with_sidecars(plain, self.dst, protection.sidecars, kv)
+        self.progress("writing", 1, 1, self.dst.name)
+        report = self.report(protection)
+        if adapter is not None:
+            report.lora_adapter = adapter
+            report.sidecar_bytes = adapter.stat().st_size
+        return report
