@@ -172,6 +172,8 @@ def applied_scalar_count(llama) -> int:
     Read from the line the patched runtime logs when it makes a context (it logs one
     whenever the file has sidecars or a SWGGUF_* variable is set); no line from a
     patched runtime means no sidecar, so no scalar."""
+    # to be replaced by the patch's C API (llama_model_swgguf_n_scalars) once it exports
+    # one: the count then comes from the model itself, not from a parsed log line
     line = _reports.get(llama)
     if line is None:
         if sidecar_version() is None:
