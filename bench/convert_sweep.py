@@ -3,7 +3,7 @@
     .venv/bin/python bench/convert_sweep.py [--windows 12] [--ctx 512] [--out bench/results/convert_sweep.json]
 
 Reference: the shipped SmolLM2-135M-Instruct Q4_1 dequantized to F16
-(swgguf.reference.make_f16_reference). Text: WikiText-2 test split; the first
+(swgguf.conversion.make_f16_reference). Text: WikiText-2 test split; the first
 10% of its characters is the imatrix calibration text, evaluation windows
 start at 50%, so the two never overlap. Without an imatrix the salience
 statistics come from swgguf's built-in calibration text (the default a user
@@ -33,12 +33,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from swgguf import __version__, ppl, sidecar  # noqa: E402
-from swgguf.convert import ConvertOptions, convert  # noqa: E402
-from swgguf.imatrix import calibration_slice, compute_imatrix  # noqa: E402
-from swgguf.models import default_model_path  # noqa: E402
-from swgguf.reference import make_f16_reference  # noqa: E402
-from swgguf.textdata import text_from  # noqa: E402
+from swgguf import __version__  # noqa: E402
+from swgguf.conversion import ConvertOptions, convert, make_f16_reference, summarize  # noqa: E402
+from swgguf.default_model import default_model_path  # noqa: E402
+from swgguf.evaluate import evaluate  # noqa: E402
+from swgguf.evaluate.text import calibration_slice, text_from  # noqa: E402
+from swgguf.formats.sidecar import read_sidecars  # noqa: E402
+from swgguf.runtime import compute_imatrix  # noqa: E402
 
 WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2" / "wiki.test.tokens"
 CALIB_FRACTION = (0.0, 0.10)
@@ -98,7 +99,7 @@ def main() -> int:
             members = []
             for name, kw in variants(ftype, im is not None):
                 path = args.work / f"{ftype}-{'im' if im else 'noim'}-{name.replace(' ', '_').replace('=', '')}.gguf"
-                members.append((name, path, ConvertOptions(ftype=ftype, imatrix=im, **kw)))
+                members.append((name, path, ConvertOptions.from_flags(ftype=ftype, imatrix=im, **kw)))
             groups.append((f"{ftype} {im_name}", members))
 
     for group, members in groups:
@@ -112,18 +113,17 @@ def main() -> int:
                 report = convert(ref, path, opts)
                 seconds = time.perf_counter() - t
             else:
-                from swgguf.convert import summarize
-                report, seconds = summarize(path, opts.ftype, {}, [], "", [], opts.imatrix is not None), None
-            sc = sidecar.read_sidecars(path)
+                report, seconds = summarize(path, opts.quant.ftype, None, [], opts.quant.imatrix is not None), None
+            sc = read_sidecars(path)
             info[name] = {
-                "file": path.name, "options": {k: str(v) for k, v in vars(opts).items() if v not in (None, False, ())},
+                "file": path.name, "options": {k: str(v) for k, v in opts.flags().items() if v not in (None, False, ())},
                 "file_bytes": path.stat().st_size, "sidecar_bytes": sum(s.nbytes for s in sc.values()),
                 "protected_tensors": len(sc), "columns": sum(s.n_cols for s in sc.values()),
                 "bpw": report.bpw, "convert_seconds": seconds,
             }
         t = time.perf_counter()
         # only what is not measured yet; the reference's own row comes first
-        scores = ppl.evaluate([p for _, p, _ in todo], ref=ref, text=text, ctx=args.ctx, chunks=args.windows)[1:]
+        scores = evaluate([p for _, p, _ in todo], ref=ref, text=text, ctx=args.ctx, chunks=args.windows)[1:]
         for (name, _, _), r in zip(todo, scores):
             row = r.as_dict()
             results["runs"][f"{group} / {name}"] = {

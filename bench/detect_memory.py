@@ -64,7 +64,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "detect_memory.json")
     args = parser.parse_args()
 
-    from swgguf.models import default_model_path
+    from swgguf.default_model import default_model_path
+    from swgguf.formats.files import write_json
 
     swgguf = [sys.executable, "-m", "swgguf.cli", "detect"]
     common = ["--threads", str(args.threads)]
@@ -98,11 +99,7 @@ def main() -> int:
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, args.out)
+    write_json(result, args.out)
     print(f"wrote {args.out}")
     return 0
 
@@ -112,7 +109,7 @@ def detect_ids(folder: str, low_mem: bool, threads: int) -> int:
     import torch
 
     from swgguf.detection import detect_super_weights
-    from swgguf.torch_models import load_model
+    from swgguf.pytorch import load_model
 
     torch.set_num_threads(threads)
     _, model = load_model(folder, low_mem=low_mem)

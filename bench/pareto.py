@@ -40,13 +40,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from swgguf import __version__, ppl  # noqa: E402
-from swgguf.convert import DEFAULT_BUDGET, ConvertOptions, convert  # noqa: E402
-from swgguf.imatrix import calibration_slice, compute_imatrix  # noqa: E402
-from swgguf.models import default_model_path  # noqa: E402
-from swgguf.quantize import quantize  # noqa: E402
-from swgguf.reference import make_f16_reference  # noqa: E402
-from swgguf.textdata import Text, text_from  # noqa: E402
+from swgguf import __version__  # noqa: E402
+from swgguf.conversion import (DEFAULT_BUDGET, ConvertOptions, ProtectOptions, QuantOptions, convert,  # noqa: E402
+                               make_f16_reference)
+from swgguf.default_model import default_model_path  # noqa: E402
+from swgguf.evaluate import ModelSpec, evaluate  # noqa: E402
+from swgguf.evaluate.text import Text, calibration_slice, text_from  # noqa: E402
+from swgguf.formats.files import write_json  # noqa: E402
+from swgguf.runtime import compute_imatrix, quantize  # noqa: E402
 
 WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "wiki.test.tokens"
 CALIB_FRACTION = (0.0, 0.10)
@@ -58,8 +59,8 @@ CTX = 512
 
 
 def options(ftype: str, variant: str, imatrix: Path) -> ConvertOptions:
-    return ConvertOptions(ftype=ftype, imatrix=imatrix if "imatrix" in variant else None,
-                          protect_sw=variant.startswith("sw"))
+    return ConvertOptions(QuantOptions(ftype=ftype, imatrix=imatrix if "imatrix" in variant else None),
+                          ProtectOptions() if variant.startswith("sw") else None)
 
 
 def eval_text(chunks: int) -> Text:
@@ -190,10 +191,10 @@ def main() -> int:
                 seconds[name] = time.perf_counter() - t0
             else:
                 seconds[name] = old_runs.get(name, {}).get("convert_seconds")
-            files.append(ppl.ModelSpec(dst, name))
+            files.append(ModelSpec(dst, name))
         quantize_only = timed_quantize(ref, ftype, args.work)
         t0 = time.perf_counter()
-        scored = ppl.evaluate(files, ref=ref, text=text, ctx=CTX, chunks=args.chunks)
+        scored = evaluate(files, ref=ref, text=text, ctx=CTX, chunks=args.chunks)
         eval_seconds = time.perf_counter() - t0
         for (variant, name), r in zip(zip(VARIANTS, names), scored[1:]):
             result["runs"][name] = {**r.as_dict(), "variant": variant, "type": ftype,
@@ -201,11 +202,11 @@ def main() -> int:
         result.setdefault("eval_seconds", {})[ftype] = eval_seconds
         result["reference_ppl"] = scored[0].ppl.ppl
         result["versus_stock"] = versus_stock(result["runs"])
-        write_json(args.out, result)
+        write_json(result, args.out)
         print(f"{ftype}: " + ", ".join(f"{v} {result['runs'][n]['kld_mean']:.4f}" for v, n in zip(VARIANTS, names)),
               flush=True)
     result["versus_stock"] = versus_stock(result["runs"])
-    write_json(args.out, result)
+    write_json(result, args.out)
     plot(result["runs"], args.out.with_suffix(".png"), args.chunks)
     return 0
 
@@ -231,14 +232,8 @@ def retime(args: argparse.Namespace) -> int:
     plot(data["runs"], args.out.with_suffix(".png"), data["chunks"])
     data["timing"] = ("convert_seconds / quantize_only_seconds retimed with --retime on an otherwise idle machine, "
                       + datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    write_json(args.out, data)
+    write_json(data, args.out)
     return 0
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

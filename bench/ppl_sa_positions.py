@@ -22,9 +22,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from swgguf import textdata  # noqa: E402
-from swgguf.models import default_model_path  # noqa: E402
-from swgguf.torch_models import down_proj_modules, load_model  # noqa: E402
+from swgguf.default_model import default_model_path  # noqa: E402
+from swgguf.evaluate.text import load_text, windows  # noqa: E402
+from swgguf.pytorch import down_proj_modules, load_model  # noqa: E402
+from swgguf.runtime import vocab  # noqa: E402
 
 WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "wiki.test.tokens"
 CHANNEL, LAYERS = 507, (2, 11)
@@ -45,8 +46,8 @@ def main() -> None:
     for layer in LAYERS:
         mods[layer].register_forward_hook(
             lambda m, i, o, layer=layer: seen.__setitem__(layer, o[0, :, CHANNEL].detach().numpy().copy()))
-    text = textdata.load_text(args.text)
-    wins = textdata.windows(textdata.tokenize(path, text.content), args.ctx, textdata.bos_token(path), args.windows)
+    text = load_text(args.text)
+    wins = windows(vocab.tokenize(path, text.content), args.ctx, vocab.bos_token(path), args.windows)
     rows = []
     for k, w in enumerate(wins):
         with torch.no_grad():

@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from swgguf.manifest import DetectionInfo, Manifest, ModelInfo, SuperWeight, save_manifest  # noqa: E402
-from swgguf.models import default_model_path  # noqa: E402
-from swgguf.quantize import quantize  # noqa: E402
+from swgguf.default_model import default_model_path  # noqa: E402
+from swgguf.formats.manifest import DetectionInfo, Manifest, ModelInfo, SuperWeight, save_manifest  # noqa: E402
+from swgguf.runtime import quantize  # noqa: E402
 from swgguf.runtime.build import tools_dir  # noqa: E402
 
 WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "wiki.test.tokens"

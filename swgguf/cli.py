@@ -1,5 +1,6 @@
 """`swgguf` command line: one module per subcommand, each with
 ``configure_parser(parser)`` and ``main(args) -> int``."""
+# (the docstring is `swgguf --help`; the subcommand modules are swgguf/commands/*)
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from .errors import SwggufError
 # subcommand name -> module (imported lazily: torch is slow to import and
 # `swgguf runtime info` must not need it)
 COMMANDS: dict[str, str] = {
-    "detect": "swgguf.detect",
-    "convert": "swgguf.convert",
-    "ppl": "swgguf.ppl",
-    "ablate": "swgguf.ablate",
-    "demo": "swgguf.demo",
-    "runtime": "swgguf.runtime.cli",
+    "detect": "swgguf.commands.detect",
+    "convert": "swgguf.commands.convert",
+    "ppl": "swgguf.commands.ppl",
+    "ablate": "swgguf.commands.ablate",
+    "demo": "swgguf.commands.demo",
+    "runtime": "swgguf.commands.runtime",
 }
 
 

@@ -1,8 +1,8 @@
 """Synthetic llama-architecture GGUF models and their NumPy reference forward.
 
-Used by the tests (a 2-layer model of width 256 whose logits are checked
-against :func:`llama_forward`) and by the GPU benchmark (a ~1B model built
-for the run). The reference follows llama.cpp's llama graph exactly: RMSNorm,
+Test support, not used by swgguf itself: the tests (a 2-layer model of width
+256 whose logits are checked against :func:`llama_forward`) and the GPU
+benchmark (a ~1B model built for the run) import it. The reference follows llama.cpp's llama graph exactly: RMSNorm,
 rotary embedding in "normal" mode (adjacent pairs, as convert_hf_to_gguf
 permutes HF checkpoints to), grouped-query attention, SwiGLU, untied output.
 """
@@ -14,6 +14,8 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+
+from .formats.gguf_io import dequantize_tensor  # noqa: F401 (also used as synthetic.dequantize_tensor)
 
 
 @dataclass(frozen=True)
@@ -101,12 +103,6 @@ def write_gguf(path: str | Path, cfg: LlamaConfig, weights: dict[str, np.ndarray
     writer.write_tensors_to_file()
     writer.close()
     return Path(path)
-
-
-def dequantize_tensor(t: "gguf.ReaderTensor") -> np.ndarray:
-    """One GGUF tensor as float32 in numpy order ((n_out, n_in) for a matrix)."""
-    a = gguf.quants.dequantize(t.data, t.tensor_type)
-    return np.asarray(a, np.float32).reshape(tuple(int(d) for d in reversed(t.shape)))
 
 
 def read_weights(path: str | Path) -> dict[str, np.ndarray]:

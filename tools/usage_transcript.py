@@ -55,7 +55,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "usage_smollm2.json")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    from swgguf.models import default_model_path
+    from swgguf.default_model import default_model_path
 
     model = str(default_model_path())
     entries = []

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..torch_models import decoder_layers, down_proj_modules
+from ..pytorch import decoder_layers, down_proj_modules
 
 log = logging.getLogger(__name__)
 

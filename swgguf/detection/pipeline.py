@@ -9,16 +9,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import SwggufError
-from ..manifest import Manifest
+from ..formats.manifest import Manifest
+from ..progress import Progress, no_progress
 from .core import DEFAULT_ACTIVATION_FACTOR, DEFAULT_PROMPT, DEFAULT_THRESHOLD_FACTOR, DEFAULT_WEIGHT_FACTOR, \
     DetectionResult, ThresholdRule, relative_threshold
 from .verify import DEFAULT_N_CTX, DEFAULT_VERIFY_FACTOR
-
-Status = Callable[[str], None]
-
 
 @dataclass
 class DetectOptions:
@@ -40,20 +38,21 @@ class DetectOutcome:
     manifest: Manifest
     result: DetectionResult
     verification: Any  # detection.verify's result, None when not verified
-    source: Any  # the torch_models.WeightSource the model came from
+    source: Any  # the pytorch.WeightSource the model came from
     tokenizer: Any
     load_seconds: float
 
 
 def run_detection(model_path: str | Path, opts: DetectOptions = DetectOptions(),
-                  status: Status = lambda msg: None) -> DetectOutcome:
+                  progress: Progress = no_progress) -> DetectOutcome:
+    """Load, detect, verify, hash; progress reports each step as a stage without a count."""
     from .core import detect_super_weights
     from .report import build_manifest
     from .verify import default_text, verify_candidates
-    from ..torch_models import build_model, open_source
+    from ..pytorch import build_model, open_source
 
     t0 = time.perf_counter()
-    status("loading the model")
+    progress("loading the model", 0, 0, "")
     source = open_source(Path(model_path))
     model = build_model(source, low_mem=opts.low_mem)
     tokenizer = source.tokenizer()
@@ -61,7 +60,7 @@ def run_detection(model_path: str | Path, opts: DetectOptions = DetectOptions(),
     ids = tokenizer(opts.prompt, return_tensors="pt").input_ids
     if ids.numel() == 0:
         raise SwggufError("the prompt is empty after tokenization")
-    status("detecting")
+    progress("detecting", 0, 0, "")
     result = detect_super_weights(model, ids, rule=opts.rule, weight_factor=opts.weight_factor,
                                   max_rounds=opts.max_rounds, activation_factor=opts.activation_factor)
     verification = None
@@ -70,13 +69,13 @@ def run_detection(model_path: str | Path, opts: DetectOptions = DetectOptions(),
         text_ids = tokenizer(text).input_ids
         if len(text_ids) < 2:
             raise SwggufError("the verification text has fewer than 2 tokens", opts.text_name)
-        status(f"verifying {len(result.candidates)} candidates on {len(text_ids)} tokens")
+        progress(f"verifying {len(result.candidates)} candidates on {len(text_ids)} tokens", 0, 0, "")
         try:
             verification = verify_candidates(model, text_ids, result.candidates, factor=opts.verify_factor,
                                              n_ctx=opts.ctx)
         except ValueError as err:
             raise SwggufError(str(err)) from None
-    status("hashing the model")
+    progress("hashing the model", 0, 0, "")
     sha = source.sha256()
     manifest = build_manifest(source, sha, opts.prompt, result, verification, opts.text_name, low_mem=opts.low_mem)
     return DetectOutcome(manifest, result, verification, source, tokenizer, load_s)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from ..formats.files import atomic_output
 from .core import Candidate, Probe
 
 
@@ -37,14 +36,9 @@ def plot_spikes(baseline: Probe, path: str | Path, threshold: float, marked: Seq
     if title:
         fig.suptitle(title, fontsize=10)
     fmt = path.suffix.lstrip(".").lower() or "png"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{fmt}", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format=fmt, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_output(path, suffix=f".{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt, dpi=120)
     finally:
         plt.close(fig)
     return path

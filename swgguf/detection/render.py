@@ -6,8 +6,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..manifest import Manifest
-from ..torch_models import WeightSource
+from ..formats.manifest import Manifest
+from ..pytorch import WeightSource
 from .core import DetectionResult
 from .known import Comparison
 from .verify import VerificationResult

@@ -1,10 +1,10 @@
-"""Detection (+ verification) results as a :class:`~swgguf.manifest.Manifest`."""
+"""Detection (+ verification) results as a :class:`~swgguf.formats.manifest.Manifest`."""
 
 from __future__ import annotations
 
-from ..manifest import (DetectionInfo, Manifest, ModelInfo, SuperActivation, SuperWeight,
+from ..formats.manifest import (DetectionInfo, Manifest, ModelInfo, SuperActivation, SuperWeight,
                         VerificationInfo)
-from ..torch_models import WeightSource, down_proj_gguf_name
+from ..pytorch import WeightSource, down_proj_gguf_name
 from .core import Candidate, DetectionResult
 from .verify import Verification, VerificationResult
 

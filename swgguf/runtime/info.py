@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import asdict, dataclass, field
 
+from ..errors import SwggufError
 from .build import TOOLS, installed_marker, patch_hash, tools_dir
+from .llm import import_llama_cpp, sidecar_version
 
 
 @dataclass
@@ -39,17 +40,12 @@ def _backends(llama_cpp) -> list[str]:
 
 def runtime_info() -> RuntimeInfo:
     try:
-        import llama_cpp
-    except ImportError:
+        llama_cpp = import_llama_cpp()
+    except SwggufError:
         return RuntimeInfo(installed=False)
-    lib = llama_cpp.llama_cpp._lib
     info = RuntimeInfo(installed=True, llama_cpp_python=llama_cpp.__version__)
-    if hasattr(lib, "llama_swgguf_sidecar_version"):
-        fn = lib.llama_swgguf_sidecar_version
-        fn.restype = ctypes.c_int32
-        fn.argtypes = []
-        info.patched = True
-        info.sidecar_version = int(fn())
+    info.sidecar_version = sidecar_version()
+    info.patched = info.sidecar_version is not None
     marker = installed_marker() or {}
     info.patch_sha256 = marker.get("patch_sha256")
     info.variant = marker.get("variant")

@@ -1,10 +1,12 @@
-"""Thin layer over llama-cpp-python: load a GGUF, get float32 logits, and turn
-llama.cpp's load errors into one-line SwggufErrors.
+"""Thin layer over llama-cpp-python: import it, load a GGUF, get float32 logits,
+and turn llama.cpp's load errors into one-line SwggufErrors.
 
 llama.cpp reports why a model failed to load only through its log callback;
 llama-cpp-python then raises a bare "Failed to load model". We install a log
 callback that keeps the last error lines, so the user sees, e.g.,
 ``swgguf sidecar of 'blk.0.ffn_down': column index 9999 out of range [0, 512)``.
+The same callback keeps the lines in which the patched runtime reports what it
+does with a file's sidecars (:func:`applied_scalar_count` reads them).
 """
 
 from __future__ import annotations
@@ -12,28 +14,42 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
+import weakref
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import SwggufError
+from .settings import ENV_LLAMA_LOG, ContextSettings
 
 log = logging.getLogger(__name__)
 
 GGML_LOG_LEVEL_WARN = 3  # ggml.h enum ggml_log_level
 GGML_LOG_LEVEL_ERROR = 4
 GGML_TYPE_F32 = 0
+# what the patched runtime logs when it makes a context for a file with sidecars (or
+# with SWGGUF_* set): "swgguf: 2 sidecars (2 super-weight scalars); SWGGUF_SIDECAR=... -> applied; ..."
+SIDECAR_REPORT = re.compile(r"swgguf: (\d+) sidecars \((\d+) super-weight scalars\).*-> (applied|ignored)")
+PATCH_SYMBOL = "llama_swgguf_sidecar_version"  # exported by the patch
+
+# called with (level, line) for every line llama.cpp logs
+LogSink = Callable[[int, str], None]
 
 _recent_errors: deque[str] = deque(maxlen=16)
-_swgguf_lines: deque[str] = deque(maxlen=64)
+_swgguf_lines: deque[tuple[int, str]] = deque(maxlen=64)  # (sequence number, line)
+_n_lines = 0  # lines seen so far: tells a load's own lines from older ones
+_sinks: list[LogSink] = []  # extra readers of the log (quantize's progress)
 _callback = None  # keeps the ctypes callback alive
+_reports: "weakref.WeakKeyDictionary[object, str]" = weakref.WeakKeyDictionary()
 
 
-def _import_llama_cpp():
+def import_llama_cpp():
+    """The llama_cpp module, with swgguf's log callback installed; SwggufError when absent."""
     try:
         import llama_cpp
     except ImportError:
@@ -48,15 +64,19 @@ def _install_log_callback(llama_cpp) -> None:
     global _callback
     if _callback is not None:
         return
-    verbose = os.environ.get("SWGGUF_LLAMA_LOG") == "1"
+    verbose = os.environ.get(ENV_LLAMA_LOG) == "1"
 
     @llama_cpp.llama_log_callback
     def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        global _n_lines
         line = text.decode("utf-8", "replace")
+        _n_lines += 1
         if level in (GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR):
             _recent_errors.append(line.strip())
         if "swgguf" in line:
-            _swgguf_lines.append(line.strip())
+            _swgguf_lines.append((_n_lines, line.strip()))
+        for sink in _sinks:
+            sink(level, line)
         if verbose:
             log.info(line.rstrip())
 
@@ -64,9 +84,32 @@ def _install_log_callback(llama_cpp) -> None:
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
 
 
+@contextmanager
+def log_sink(sink: LogSink) -> Iterator[None]:
+    """Also hand every llama.cpp log line to ``sink`` inside the block."""
+    import_llama_cpp()
+    _sinks.append(sink)
+    try:
+        yield
+    finally:
+        _sinks.remove(sink)
+
+
 def swgguf_log_lines() -> list[str]:
     """The runtime's recent log lines that mention swgguf (sidecars loaded, env read)."""
-    return list(_swgguf_lines)
+    return [line for _, line in _swgguf_lines]
+
+
+def sidecar_version() -> int | None:
+    """The sidecar format version of the installed runtime; None for an unpatched one."""
+    llama_cpp = import_llama_cpp()
+    lib = llama_cpp.llama_cpp._lib
+    if not hasattr(lib, PATCH_SYMBOL):
+        return None
+    fn = getattr(lib, PATCH_SYMBOL)
+    fn.restype = ctypes.c_int32
+    fn.argtypes = []
+    return int(fn())
 
 
 def _load_error(path: Path) -> str:
@@ -87,9 +130,13 @@ class LoadOptions:
     n_gpu_layers: int = 0
 
 
-def load(path: str | Path, options: LoadOptions = LoadOptions()):
-    """A llama_cpp.Llama for ``path`` that keeps the logits of every position."""
-    llama_cpp = _import_llama_cpp()
+def load(path: str | Path, options: LoadOptions = LoadOptions(), settings: ContextSettings | None = None):
+    """A llama_cpp.Llama for ``path`` that keeps the logits of every position.
+
+    With ``settings``, its context applies the sidecars as they say (every SWGGUF_*
+    variable they do not set is unset while it is made); without, the process
+    environment decides."""
+    llama_cpp = import_llama_cpp()
     path = Path(path)
     if not path.is_file():
         raise SwggufError("no such file", path)
@@ -106,10 +153,35 @@ def load(path: str | Path, options: LoadOptions = LoadOptions()):
     if options.kv_f32:
         kwargs.update(type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32)
     _recent_errors.clear()
+    first_line = _n_lines + 1
     try:
-        return llama_cpp.Llama(str(path), **kwargs)
+        with environment(**(settings.environment() if settings is not None else {})):
+            llama = llama_cpp.Llama(str(path), **kwargs)
     except (ValueError, RuntimeError) as err:
         raise SwggufError(_load_error(path) if _recent_errors else str(err), path) from None
+    report = [line for n, line in _swgguf_lines if n >= first_line and SIDECAR_REPORT.search(line)]
+    if report:
+        _reports[llama] = report[-1]
+    return llama
+
+
+def applied_scalar_count(llama) -> int:
+    """How many super-weight scalars the runtime applies in ``llama``'s context (0 when
+    it ignores the file's sidecars). SwggufError when the runtime is not the patched one.
+
+    Read from the line the patched runtime logs when it makes a context (it logs one
+    whenever the file has sidecars or a SWGGUF_* variable is set); no line from a
+    patched runtime means no sidecar, so no scalar."""
+    # to be replaced by the patch's C API (llama_model_swgguf_n_scalars) once it exports
+    # one: the count then comes from the model itself, not from a parsed log line
+    line = _reports.get(llama)
+    if line is None:
+        if sidecar_version() is None:
+            raise SwggufError("the runtime did not report its sidecars: is the patched runtime installed? "
+                              "(`swgguf runtime build`)")
+        return 0
+    m = SIDECAR_REPORT.search(line)
+    return int(m.group(2)) if m.group(3) == "applied" else 0
 
 
 def logits(llm, tokens: Sequence[int]) -> np.ndarray:
@@ -125,15 +197,15 @@ def environment(**env: str | None) -> Iterator[None]:
     contexts created inside the block: the runtime reads them once per context."""
     saved = {k: os.environ.get(k) for k in env}
     try:
-        for k, v in env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _set_environment(env)
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _set_environment(saved)
+
+
+def _set_environment(env: dict[str, str | None]) -> None:
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

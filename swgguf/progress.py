@@ -1,0 +1,41 @@
+"""How long calls say how far they are: one callback shape for every engine.
+
+``progress(stage, done, total, item)``: ``stage`` names the step ("quantizing",
+"scoring columns", "ppl"), ``done`` of ``total`` units are finished (``total``
+0: a step without a count, e.g. "loading the model"), ``item`` is what is being
+worked on (a tensor, a model; may be ""). Engines take ``progress`` as an
+argument defaulting to :func:`no_progress`; commands render it (rich bars,
+a spinner) and engines never print.
+
+The runtime build (:mod:`swgguf.runtime.build`) still reports plain messages
+(``progress(msg)``); its command adapts a :class:`Progress` with
+:func:`message_reporter`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+
+class Progress(Protocol):
+    def __call__(self, stage: str, done: int, total: int, item: str) -> None: ...
+
+
+def no_progress(stage: str, done: int, total: int, item: str) -> None:
+    """The default: report nothing."""
+
+
+def renamed(progress: Progress, stage: str) -> Progress:
+    """``progress`` with every report's stage replaced by ``stage`` (e.g. the second
+    quantization of --clip shows as its own bar)."""
+    def report(_stage: str, done: int, total: int, item: str) -> None:
+        progress(stage, done, total, item)
+    return report
+
+
+def message_reporter(progress: Progress) -> Callable[[str], None]:
+    """A ``report(message)`` callback (the runtime build's shape) feeding ``progress``:
+    each message is a stage without a count."""
+    def report(message: str) -> None:
+        progress(message, 0, 0, "")
+    return report
