@@ -43,8 +43,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from swgguf import sidecar, synthetic  # noqa: E402
-from swgguf.quantize import quantize  # noqa: E402
+from swgguf import synthetic  # noqa: E402
+from swgguf.formats import sidecar  # noqa: E402
+from swgguf.formats.gguf_io import dequantize_tensor  # noqa: E402
+from swgguf.runtime.quantize import quantize  # noqa: E402
 
 TARGETS = {"cpu": {"pp_pct": 2.0, "tg_pct": 3.0}, "cuda": {"pp_pct": 2.0, "tg_pct": 3.0}}
 COLS = (1, 2, 4)
@@ -128,7 +130,7 @@ def protect(plain: Path, dst: Path, k: int, reference: dict[str, np.ndarray] | N
         base = t.name[: -len(".weight")]
         n_in, n_out = int(t.shape[0]), int(t.shape[1])
         if reference is not None:
-            deq = synthetic.dequantize_tensor(t)
+            deq = dequantize_tensor(t)
             err = np.abs(reference[t.name] - deq).sum(axis=0)
             cols = np.sort(np.argsort(err)[-k:])
             sidecars[base] = sidecar.build_sidecar(base, reference[t.name], deq, cols)
@@ -148,7 +150,7 @@ def with_sidecars(plain: Path, stem: str, reference) -> dict[str, Path]:
 
 
 def cpu_models(work: Path) -> dict[str, tuple[dict[str, Path], dict]]:
-    from swgguf.models import default_model_path
+    from swgguf.default_model import default_model_path
 
     f16 = quantize(default_model_path(), work / "smollm2-f16.gguf", "F16", allow_requantize=True)
     plain = quantize(f16, work / "smollm2-q4km.gguf", "Q4_K_M")

@@ -13,8 +13,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "swgguf"
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 60
-# modules kept only so that files maintained elsewhere (patches/, the runtime tests,
-# bench/runtime_overhead.py) still import; swgguf itself must not use them
+# modules swgguf itself must not use (their shims are gone; the names stay so that
+# nobody brings them back without this test noticing)
 COMPATIBILITY_MODULES = {"swgguf.sidecar", "swgguf.quantize", "swgguf.models"}
 TEST_SUPPORT = {"swgguf.synthetic"}
 

@@ -2,7 +2,7 @@
 
 The sidecar keys, tensor suffixes, format version and column cap are written
 once in C++ (src/llama-swgguf.{h,cpp} of the patch series) and once in Python
-(swgguf.sidecar); the fused-product counters' order once in ggml (ggml-cpu.h,
+(swgguf.formats.sidecar); the fused-product counters' order once in ggml (ggml-cpu.h,
 ggml-cuda.h) and once in swgguf.runtime.fusion. This test reads the patches
 as text, so it fails the moment one side changes alone.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from swgguf import sidecar
+from swgguf.formats import sidecar
 from swgguf.runtime import fusion
 from swgguf.runtime.pins import patch_files
 

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from swgguf import sidecar, synthetic
-from swgguf.quantize import quantize
+from swgguf import synthetic
+from swgguf.formats import sidecar
+from swgguf.runtime.quantize import quantize
 
 PROBE = Path(__file__).resolve().parent / "fusion_probe.py"
 # ftype passed to llama.cpp's quantizer (pure: every weight of this type) -> the type name

@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from swgguf import sidecar, synthetic
-from swgguf.quantize import quantize
+from swgguf import synthetic
+from swgguf.formats import sidecar
+from swgguf.runtime.quantize import quantize
 from swgguf.runtime import llm
 
 TOKENS = list(range(3, 67))

@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from swgguf.models import default_model_path
-from swgguf.quantize import quantize
+from swgguf.default_model import default_model_path
+from swgguf.runtime.quantize import quantize
 from swgguf.runtime.build import build_stock_library
 
 TOKENS = ",".join(str(t) for t in range(10, 74))

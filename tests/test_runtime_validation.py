@@ -1,7 +1,7 @@
 """Crafted sidecars: the runtime refuses each with a clear message and the process
-survives; the Python reader (swgguf.sidecar) refuses the same files.
+survives; the Python reader (swgguf.formats.sidecar) refuses the same files.
 
-Files are written with ``copy_gguf``, which adds tensors and keys without any
+Files are written with ``gguf_io.copy_gguf``, which adds tensors and keys without any
 validation, so the bytes reach the runtime exactly as an attacker would write them.
 """
 
@@ -14,7 +14,7 @@ import gguf
 import numpy as np
 import pytest
 
-from swgguf import sidecar
+from swgguf.formats import gguf_io, sidecar
 from swgguf.errors import SwggufError
 
 U32 = gguf.GGUFValueType.UINT32
@@ -90,8 +90,8 @@ def crafted(tmp_path_factory, tiny_f32):
     d = tmp_path_factory.mktemp("crafted")
     files = {}
     for i, (name, ((tensors, kv), _, _)) in enumerate(CASES.items()):
-        files[name] = sidecar.copy_gguf(tiny_f32, d / f"case{i}.gguf", list(tensors.items()), kv)
-    files["good"] = sidecar.copy_gguf(tiny_f32, d / "good.gguf", list(_good()[0].items()), _good()[1])
+        files[name] = gguf_io.copy_gguf(tiny_f32, d / f"case{i}.gguf", add=list(tensors.items()), kv=kv)
+    files["good"] = gguf_io.copy_gguf(tiny_f32, d / "good.gguf", add=list(_good()[0].items()), kv=_good()[1])
     return files
 
 

@@ -6,7 +6,8 @@ llama-cpp-python then raises a bare "Failed to load model". We install a log
 callback that keeps the last error lines, so the user sees, e.g.,
 ``swgguf sidecar of 'blk.0.ffn_down': column index 9999 out of range [0, 512)``.
 The same callback keeps the lines in which the patched runtime reports what it
-does with a file's sidecars (:func:`applied_scalar_count` reads them).
+does with a file's sidecars, for people and tests to read; code asks the patch's C
+API instead (:func:`applied_scalar_count`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import re
 import weakref
 from collections import deque
 from contextlib import contextmanager
@@ -25,17 +25,15 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import SwggufError
-from .settings import ENV_LLAMA_LOG, ContextSettings
+from .settings import ENV_LLAMA_LOG, ENV_SIDECAR, ContextSettings
 
 log = logging.getLogger(__name__)
 
 GGML_LOG_LEVEL_WARN = 3  # ggml.h enum ggml_log_level
 GGML_LOG_LEVEL_ERROR = 4
 GGML_TYPE_F32 = 0
-# what the patched runtime logs when it makes a context for a file with sidecars (or
-# with SWGGUF_* set): "swgguf: 2 sidecars (2 super-weight scalars); SWGGUF_SIDECAR=... -> applied; ..."
-SIDECAR_REPORT = re.compile(r"swgguf: (\d+) sidecars \((\d+) super-weight scalars\).*-> (applied|ignored)")
-PATCH_SYMBOL = "llama_swgguf_sidecar_version"  # exported by the patch
+PATCH_SYMBOL = "llama_swgguf_sidecar_version"      # exported by the patch
+N_SCALARS_SYMBOL = "llama_model_swgguf_n_scalars"  # exported by the patch
 
 # called with (level, line) for every line llama.cpp logs
 LogSink = Callable[[int, str], None]
@@ -45,7 +43,8 @@ _swgguf_lines: deque[tuple[int, str]] = deque(maxlen=64)  # (sequence number, li
 _n_lines = 0  # lines seen so far: tells a load's own lines from older ones
 _sinks: list[LogSink] = []  # extra readers of the log (quantize's progress)
 _callback = None  # keeps the ctypes callback alive
-_reports: "weakref.WeakKeyDictionary[object, str]" = weakref.WeakKeyDictionary()
+# whether each context was made to apply its file's sidecars (SWGGUF_SIDECAR != "0")
+_applies_sidecars: "weakref.WeakKeyDictionary[object, bool]" = weakref.WeakKeyDictionary()
 
 
 def import_llama_cpp():
@@ -153,15 +152,13 @@ def load(path: str | Path, options: LoadOptions = LoadOptions(), settings: Conte
     if options.kv_f32:
         kwargs.update(type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32)
     _recent_errors.clear()
-    first_line = _n_lines + 1
     try:
         with environment(**(settings.environment() if settings is not None else {})):
+            applies = os.environ.get(ENV_SIDECAR, "1") != "0"
             llama = llama_cpp.Llama(str(path), **kwargs)
     except (ValueError, RuntimeError) as err:
         raise SwggufError(_load_error(path) if _recent_errors else str(err), path) from None
-    report = [line for n, line in _swgguf_lines if n >= first_line and SIDECAR_REPORT.search(line)]
-    if report:
-        _reports[llama] = report[-1]
+    _applies_sidecars[llama] = applies
     return llama
 
 
@@ -169,19 +166,16 @@ def applied_scalar_count(llama) -> int:
     """How many super-weight scalars the runtime applies in ``llama``'s context (0 when
     it ignores the file's sidecars). SwggufError when the runtime is not the patched one.
 
-    Read from the line the patched runtime logs when it makes a context (it logs one
-    whenever the file has sidecars or a SWGGUF_* variable is set); no line from a
-    patched runtime means no sidecar, so no scalar."""
-    # to be replaced by the patch's C API (llama_model_swgguf_n_scalars) once it exports
-    # one: the count then comes from the model itself, not from a parsed log line
-    line = _reports.get(llama)
-    if line is None:
-        if sidecar_version() is None:
-            raise SwggufError("the runtime did not report its sidecars: is the patched runtime installed? "
-                              "(`swgguf runtime build`)")
-        return 0
-    m = SIDECAR_REPORT.search(line)
-    return int(m.group(2)) if m.group(3) == "applied" else 0
+    The model's count comes from the patch's C API (llama_model_swgguf_n_scalars); whether
+    the context applies them, from the SWGGUF_SIDECAR setting it was made with."""
+    lib = import_llama_cpp().llama_cpp._lib
+    if not hasattr(lib, N_SCALARS_SYMBOL):
+        raise SwggufError(f"the runtime has no {N_SCALARS_SYMBOL}: is the patched runtime installed? "
+                          "(`swgguf runtime build`)")
+    fn = getattr(lib, N_SCALARS_SYMBOL)
+    fn.restype = ctypes.c_int64
+    fn.argtypes = [ctypes.c_void_p]
+    return int(fn(llama.model)) if _applies_sidecars.get(llama, True) else 0
 
 
 def logits(llm, tokens: Sequence[int]) -> np.ndarray:
