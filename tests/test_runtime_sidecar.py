@@ -112,6 +112,21 @@ def test_bad_environment_is_refused(f32_case):
         _logits(path, SWGGUF_SW_SCALE="abc")
 
 
+def test_sw_scale_that_overflows_is_refused(f32_case):
+    """3.4e38 parses, but (alpha - 1) * w_true is not finite: refused when the context is made."""
+    path, _ = f32_case
+    with pytest.raises(Exception, match="SWGGUF_SW_SCALE"):
+        _logits(path, SWGGUF_SW_SCALE="3.4e38")
+
+
+def test_sw_scale_that_underflows_is_zero(f32_case, tiny_cfg, tiny_weights):
+    """1e-50 underflows to 0 in float32 (strtof reports ERANGE): it means alpha = 0, not an error."""
+    path, sidecars = f32_case
+    got = _logits(path, SWGGUF_SW_SCALE="1e-50")
+    want = synthetic.llama_forward(tiny_cfg, _apply(tiny_weights, sidecars, 0.0), TOKENS)
+    assert np.abs(got - want).max() < F32_TOL["cpu"]
+
+
 @pytest.fixture(scope="module")
 def q4k_case(tmp_path_factory, tiny_f32, tiny_cfg):
     """A real Q4_K file from llama.cpp's quantizer (its weights live in the CPU

@@ -15,6 +15,7 @@ import pytest
 from swgguf.default_model import default_model_path
 from swgguf.runtime.quantize import quantize
 from swgguf.runtime.build import build_stock_library
+from stock_probe import run_probe
 
 TOKENS = ",".join(str(t) for t in range(10, 74))
 
@@ -25,12 +26,7 @@ def stock_lib():
 
 
 def _probe(model, out, lib_dir=None) -> np.ndarray:
-    env = dict(os.environ)
-    env.pop("LLAMA_CPP_LIB_PATH", None)
-    if lib_dir is not None:
-        env["LLAMA_CPP_LIB_PATH"] = str(lib_dir)
-    proc = subprocess.run([sys.executable, "-m", "swgguf.runtime.probe", str(model), "--tokens", TOKENS,
-                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    proc = run_probe(model, out, TOKENS, lib_dir)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return np.load(out), proc.stdout
 

@@ -16,6 +16,7 @@ import pytest
 
 from swgguf import conversion as cv
 from swgguf.runtime.build import build_stock_library
+from stock_probe import run_probe
 
 TOKENS = ",".join(str(t) for t in range(3, 35))
 
@@ -26,12 +27,7 @@ def stock_lib():
 
 
 def _probe(model, out, lib_dir=None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop("LLAMA_CPP_LIB_PATH", None)
-    if lib_dir is not None:
-        env["LLAMA_CPP_LIB_PATH"] = str(lib_dir)
-    return subprocess.run([sys.executable, "-m", "swgguf.runtime.probe", str(model), "--tokens", TOKENS,
-                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    return run_probe(model, out, TOKENS, lib_dir)
 
 
 @pytest.fixture(scope="module")
