@@ -251,7 +251,7 @@ def llama_bench_runs(files: dict[str, Path], args, fused: bool) -> tuple[dict[st
         name = by_path[test["model_filename"]]
         results[name][key] = spread(test["samples_ts"])
         results[name][key + "_runs"] = test["samples_ts"]
-    shown = [Path(cmd[0]).name] + [c if not c.startswith("/") else Path(c).name for c in cmd[1:]]
+    shown = [Path(cmd[0]).name] + [portable(c) for c in cmd[1:]]
     return results, shown
 
 
@@ -280,6 +280,11 @@ def file_info(path: Path) -> dict:
     return {"bytes": path.stat().st_size, "sidecar_tensors": len(sc),
             "sidecar_cols": max((s.n_cols for s in sc.values()), default=0),
             "sidecar_bytes": sum(s.nbytes for s in sc.values())}
+
+
+def portable(arg: str) -> str:
+    """A command-line argument without this machine's paths (recorded output must not hold them)."""
+    return Path(arg).name if arg.startswith("/") else arg
 
 
 def machine_info(device: str) -> dict:
@@ -323,7 +328,7 @@ def main() -> None:
 
     t0 = time.time()
     report = {
-        "command": " ".join(["python", "bench/runtime_overhead.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "bench/runtime_overhead.py", *map(portable, sys.argv[1:])]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": args.device, "machine": machine_info(args.device),
         "n_prompt": args.n_prompt, "n_gen": args.n_gen, "reps": args.reps, "rounds": args.rounds,
