@@ -33,9 +33,24 @@ def library_dir() -> Path:
     return Path(llama_cpp.__file__).resolve().parent / "lib"
 
 
+def _loaded_copy(lib_name: str) -> Path:
+    """The copy of ``lib_name`` this process has mapped. A wheel cannot hold symbolic
+    links, so llama-cpp-python's lib/ holds libggml-cpu.so, .so.0 and .so.0.x.y as three
+    files; libllama loads one of them (its SONAME), and only that one counts."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = Path(line.split()[-1])
+                if path.name.startswith(lib_name) and path.is_file():
+                    return path
+    except OSError:
+        pass
+    return library_dir() / lib_name
+
+
 @lru_cache(maxsize=None)
 def _counter(lib_name: str, symbol: str):
-    path = library_dir() / lib_name
+    path = _loaded_copy(lib_name)
     if not path.is_file():
         return None
     try:
@@ -52,7 +67,8 @@ def fused_products() -> dict[str, int]:
     """Products run fused so far in this process, e.g. {'cpu.repack': 30, 'cuda.mmvq': 0, ...}.
 
     CUDA keys appear only when the runtime has a CUDA backend. Load a model
-    (which loads the libraries) before the first call.
+    (which loads the libraries) before the first call: the counters are read from
+    the copies libllama loaded.
     """
     out: dict[str, int] = {}
     for prefix, lib, symbol, names in (("cpu", "libggml-cpu.so", "ggml_cpu_swg_fused_products", CPU_PATHS),
