@@ -14,8 +14,9 @@ portable three-node graph every backend runs).
         residuals (speed depends on K only).
 
 Two measurements, side by side in one run:
-- llama-bench (no Python between tokens): one llama-bench process per fusion
-  setting runs every file, -r REPS repetitions after its warm-up;
+- llama-bench (no Python between tokens): per fusion setting and round, one
+  llama-bench process runs every file (the order rotated each round), -r REPS
+  repetitions after its warm-up;
 - llama-cpp-python (what swgguf's own commands use): one child process per file
   and fusion setting, ROUNDS rounds in turn, REPS timed runs each after a warm-up.
 Each reports the median of its samples and their spread (min, max). The overhead
@@ -215,8 +216,10 @@ def python_runs(files: dict[str, Path], args, fused: bool) -> dict[str, dict]:
     """llama-cpp-python: ROUNDS rounds over the files, one child process each."""
     samples: dict[str, dict] = {name: {"pp_runs": [], "tg_runs": [], "fused_products": {}} for name in files}
     env = {**os.environ, DISABLE_FUSION[args.device]: "0" if fused else "1"}
-    for _ in range(args.rounds):
-        for name, path in files.items():
+    names = list(files)
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            path = files[name]
             cmd = [sys.executable, __file__, "_measure", str(path), "--n-prompt", str(args.n_prompt),
                    "--n-gen", str(args.n_gen), "--reps", str(args.reps), "--gpu-layers", str(args.gpu_layers)]
             if args.threads:
@@ -224,33 +227,36 @@ def python_runs(files: dict[str, Path], args, fused: bool) -> dict[str, dict]:
             out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             if out.returncode != 0:
                 raise SystemExit(f"measurement failed for {path}:\n{out.stderr[-3000:]}")
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            samples[name]["pp_runs"] += r["pp_runs"]
-            samples[name]["tg_runs"] += r["tg_runs"]
-            samples[name]["fused_products"] = r["fused_products"]
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            samples[name]["pp_runs"] += res["pp_runs"]
+            samples[name]["tg_runs"] += res["tg_runs"]
+            samples[name]["fused_products"] = res["fused_products"]
     return {name: {"pp": spread(s["pp_runs"]), "tg": spread(s["tg_runs"]), "fused_products": s["fused_products"],
                    "pp_runs": s["pp_runs"], "tg_runs": s["tg_runs"]} for name, s in samples.items()}
 
 
 def llama_bench_runs(files: dict[str, Path], args, fused: bool) -> tuple[dict[str, dict], list[str]]:
-    """One llama-bench process over every file: -p N_PROMPT -n N_GEN -r REPS."""
-    cmd = [str(args.llama_bench), "-p", str(args.n_prompt), "-n", str(args.n_gen), "-r", str(args.reps),
-           "-o", "json", "-ngl", str(99 if args.device == "cuda" else 0)]
-    if args.threads:
-        cmd += ["-t", str(args.threads)]
-    for path in files.values():
-        cmd += ["-m", str(path)]
+    """llama-bench over every file (-p N_PROMPT -n N_GEN -r REPS), ROUNDS times, the
+    order of the files rotated each round so that drift does not favour one of them."""
     env = {**os.environ, DISABLE_FUSION[args.device]: "0" if fused else "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"llama-bench failed:\n{out.stderr[-3000:]}")
     by_path = {str(p): name for name, p in files.items()}
-    results: dict[str, dict] = {name: {} for name in files}
-    for test in json.loads(out.stdout):
-        key = "pp" if test["n_gen"] == 0 else "tg"
-        name = by_path[test["model_filename"]]
-        results[name][key] = spread(test["samples_ts"])
-        results[name][key + "_runs"] = test["samples_ts"]
+    samples: dict[str, dict[str, list[float]]] = {name: {"pp": [], "tg": []} for name in files}
+    paths = list(files.values())
+    for r in range(max(args.rounds, 1)):
+        order = paths[r % len(paths):] + paths[:r % len(paths)]
+        cmd = [str(args.llama_bench), "-p", str(args.n_prompt), "-n", str(args.n_gen), "-r", str(args.reps),
+               "-o", "json", "-ngl", str(99 if args.device == "cuda" else 0)]
+        if args.threads:
+            cmd += ["-t", str(args.threads)]
+        for path in order:
+            cmd += ["-m", str(path)]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if out.returncode != 0:
+            raise SystemExit(f"llama-bench failed:\n{out.stderr[-3000:]}")
+        for test in json.loads(out.stdout):
+            samples[by_path[test["model_filename"]]]["pp" if test["n_gen"] == 0 else "tg"] += test["samples_ts"]
+    results = {name: {t: spread(v) for t, v in s_.items()} | {f"{t}_runs": v for t, v in s_.items()}
+               for name, s_ in samples.items()}
     shown = [Path(cmd[0]).name] + [portable(c) for c in cmd[1:]]
     return results, shown
 
@@ -309,7 +315,9 @@ def main() -> None:
     parser.add_argument("--n-prompt", type=int, default=512)
     parser.add_argument("--n-gen", type=int, default=128)
     parser.add_argument("--reps", type=int, default=5, help="timed runs per process")
-    parser.add_argument("--rounds", type=int, default=1, help="llama-cpp-python rounds over the files (0: skip)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds over the files, in turn (llama-bench: the order rotated each round; "
+                             "0: skip llama-cpp-python)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--llama-bench", type=Path, default=None,
                         help="llama-bench binary (default: the one `swgguf runtime build --tools` installed)")

@@ -69,6 +69,20 @@ def runtime_overhead() -> str:
     return "\n".join(lines)
 
 
+def runtime_instructions() -> str:
+    d = _load("runtime_instructions_cpu.json")
+    if d is None:
+        return "*not measured yet (`python bench/runtime_instructions.py`).*"
+    tests = list(d["tests"])
+    lines = [f"`{d['command']}` ({d['machine'].get('cpu', '')}; {d['note']})\n",
+             "| file | fusion | " + " | ".join(f"{t} instructions | {t} overhead" for t in tests) + " |",
+             "|---|---|" + "---|---|" * len(tests)]
+    for r in d["results"]:
+        cells = " | ".join(f"{r[t] / 1e6:.0f} M | {r['overhead_pct'][t]:+.1f}%" for t in tests)
+        lines.append(f"| {r['file']} | {r['fusion']} | {cells} |")
+    return "\n".join(lines)
+
+
 def detect_memory() -> str:
     d = _load("detect_memory.json")
     if d is None:
@@ -183,6 +197,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "demo": demo,
     "convert_sweep": convert_sweep,
     "runtime_overhead": runtime_overhead,
+    "runtime_instructions": runtime_instructions,
     "detect_memory": detect_memory,
     "pareto": pareto,
     "usage": usage,

@@ -47,6 +47,10 @@ def run(argv: list[str], cwd: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"swgguf {' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     text = (proc.stdout + proc.stderr).replace(str(cwd) + "/", "./").replace(str(cwd), ".")
+    # no machine's paths in recorded output: the environment's bin/ (runtime info's tools_dir)
+    # (padded to the path's width, so that the table around it stays aligned)
+    env_bin = str(Path(sys.executable).parent)
+    text = text.replace(env_bin, "<env>/bin".ljust(len(env_bin)))
     return {"argv": argv, "output": text.rstrip() + "\n", "seconds": round(seconds, 1)}
 
 
