@@ -19,7 +19,7 @@ import gguf
 import numpy as np
 
 from ..errors import SwggufError
-from .files import atomic_output
+from .files import atomic_output, same_file
 
 GGUF_MAGIC = b"GGUF"
 KEY_ARCHITECTURE = "general.architecture"
@@ -170,7 +170,7 @@ def copy_gguf(src: str | Path | gguf.GGUFReader, dst: str | Path, *, add: Tensor
     """
     reader = src if isinstance(src, gguf.GGUFReader) else open_gguf(src)
     dst = Path(dst)
-    if dst.exists() and dst.resolve() == Path(reader.data.filename).resolve():
+    if same_file(dst, reader.data.filename):
         raise SwggufError("output would overwrite the input", dst)
     kept = [t for t in reader.tensors if t.name not in drop]
     data = {t.name: _replacement(t, (replace or {}).get(t.name)) for t in kept}
