@@ -18,10 +18,12 @@ import multiprocessing
 import os
 import signal
 import sys
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 Send = Callable[[object], None]
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
 
 def run_forked(target: Callable[[Send], int], on_message: Callable[[object], None]) -> int | None:
@@ -32,10 +34,11 @@ def run_forked(target: Callable[[Send], int], on_message: Callable[[object], Non
     ctx = multiprocessing.get_context("fork")
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(target, send, os.getpid()), daemon=True)
-    proc.start()
-    send.close()  # ours: EOF on recv once the child's end closes
     result = None
     try:
+        with _interrupts_held():
+            proc.start()
+        send.close()  # ours: EOF on recv once the child's end closes
         while True:
             try:
                 kind, value = recv.recv()
@@ -46,11 +49,31 @@ def run_forked(target: Callable[[Send], int], on_message: Callable[[object], Non
             else:
                 on_message(value)
     finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
+        send.close()
+        if proc.pid is not None:  # started
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
         recv.close()
     return result
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT and SIGTERM recorded during the fork and delivered after it. One that
+    arrives while os.fork runs its at-fork hooks (logging's, in the parent) would
+    raise there, and CPython drops exceptions of those hooks ("Exception ignored in
+    _releaseLock"): the interrupt would be lost. (Blocking them with a signal mask
+    would not do: it is per thread, and rich's refresh thread could take the signal.)"""
+    held: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in INTERRUPTS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(held):
+            signal.raise_signal(s)  # now to the real handler: KeyboardInterrupt, Terminated
 
 
 def _child(target: Callable[[Send], int], send, parent: int) -> None:
