@@ -17,9 +17,11 @@ import shutil
 from pathlib import Path
 
 from ..errors import SwggufError
+from ..formats.files import check_outputs
 from ..formats.gguf_io import check_gguf, quantized_tensors
+from ..formats.lora import lora_path
 from ..runtime import convert_hf, quantize
-from .options import QuantOptions
+from .options import ConvertOptions, QuantOptions
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +34,18 @@ def make_f16_reference(src: str | Path, dst: str | Path, nthread: int = 0) -> Pa
     return quantize(src, dst, "F16", allow_requantize=True, nthread=nthread)
 
 
-def check_paths(src: Path, dst: Path) -> None:
-    """Refuse a missing input, an output that would overwrite it or cannot be written."""
+def check_paths(src: Path, dst: Path, opts: ConvertOptions) -> None:
+    """Refuse a missing input and, by the output rule (formats/files.py), an output
+    (or its LoRA adapter) that would overwrite an input or each other, or that cannot
+    be written."""
     if not src.exists():
         raise SwggufError("no such file or directory", src)
     if src.is_file():
         check_gguf(src)
-    if dst.exists() and src.is_file() and dst.resolve() == src.resolve():
-        raise SwggufError("output would overwrite the input", dst)
-    if dst.is_dir():
-        raise SwggufError("the output is a directory", dst)
-    if not dst.parent.is_dir():
-        raise SwggufError("the output directory does not exist", dst.parent)
+    outputs = [("the output", dst)]
+    if opts.protect is not None and opts.protect.lora_compat:
+        outputs.append(("the LoRA adapter", lora_path(dst)))
+    check_outputs(outputs, [src, *opts.input_paths()])
 
 
 def prepare_input(src: Path, work: Path, opts: QuantOptions, warnings: list[str]) -> Path:
