@@ -275,6 +275,9 @@ def sidecars_from_reader(reader: gguf.GGUFReader, path: str | Path = "") -> dict
     return out
 
 
+_warned_unhashed: set[str] = set()
+
+
 class Record(NamedTuple):
     """What the keys record of one protected weight."""
 
@@ -307,7 +310,8 @@ def _listed_sidecars(reader: gguf.GGUFReader, parts: Mapping[str, object], path:
         hashes = _key(reader, KEY_WEIGHT_HASHES, [arr, gguf.GGUFValueType.UINT64])  # type: ignore[assignment]
         if hashes is None or len(hashes) != len(listed):  # type: ignore[arg-type]
             raise SwggufError(f"{KEY_WEIGHT_HASHES} must be an array of uint64 as long as {KEY_TENSORS}", path)
-    else:
+    elif str(path) not in _warned_unhashed:  # once per file: ablate reads a file several times
+        _warned_unhashed.add(str(path))
         print(f"swgguf: warning: {path}: sidecar version {UNHASHED_VERSION} records no hash of its weights: "
               "cannot check that the residuals still match the weight bytes", file=sys.stderr)
     if len(set(listed)) != len(listed) or sorted(listed) != sorted(parts):  # type: ignore[arg-type]
