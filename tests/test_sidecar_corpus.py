@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,18 @@ def test_ablate_refuses_in_one_line(corpus, case):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("swgguf: error:")]
     assert len(errors) == 1 and str(path) in errors[0], proc.stderr[-2000:]
+
+
+CRASHES = sorted((Path(__file__).parent / "fuzz" / "crashes").glob("*.gguf"))
+
+
+@pytest.mark.parametrize("path", CRASHES, ids=[p.name for p in CRASHES])
+def test_fuzzer_findings_are_refused_by_both(path):
+    """Inputs the fuzzer flagged (tests/fuzz/crashes, see bench/results/fuzz_sidecar.txt):
+    both readers refuse them, in one line, without crashing."""
+    assert not runtime_verdict(path)[0]
+    assert not python_verdict(path)[0]
+
+
+def test_there_are_fuzzer_findings_to_check():
+    assert CRASHES
