@@ -95,6 +95,26 @@ def detect_memory() -> str:
     return "\n".join(lines)
 
 
+def sidecar_hash() -> str:
+    d = _load("sidecar_hash.json")
+    if d is None:
+        return "*not measured yet (`python bench/sidecar_hash.py`).*"
+    lines = [f"`{d['command']}` ({d['machine'].get('cpu', '')}, {d['machine']['cpus']} cores, shared; "
+             "seconds, median [min-max])\n",
+             "| model | protected weights | hashed MiB | runtime load v1 | runtime load v2 | hash cost at load "
+             "| Python read v1 | Python read v2 | swg64 in NumPy |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(r: dict) -> str:
+        return f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]"
+
+    for name, m in d["models"].items():
+        lines.append(f"| {name} | {m['protected_weights']} | {_mib(m['hashed_bytes'])} | {cell(m['load_v1'])} | "
+                     f"{cell(m['load_v2'])} | {m['runtime_hash_cost_s']:+.2f} s | {cell(m['read_v1'])} | "
+                     f"{cell(m['read_v2'])} | {m['swg64_mb_per_s']:.0f} MB/s |")
+    return "\n".join(lines)
+
+
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f}"
 
@@ -201,6 +221,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "detect_memory": detect_memory,
     "pareto": pareto,
     "usage": usage,
+    "sidecar_hash": sidecar_hash,
 }
 
 

@@ -159,7 +159,7 @@ def copy_keys(reader: gguf.GGUFReader, writer: gguf.GGUFWriter, skip: Collection
 
 def copy_gguf(src: str | Path | gguf.GGUFReader, dst: str | Path, *, add: Tensors = (),
               replace: Mapping[str, np.ndarray] | None = None, drop: Collection[str] = (),
-              kv: Mapping[str, object] | None = None) -> Path:
+              kv: Mapping[str, object] | None = None, drop_keys: Collection[str] = ()) -> Path:
     """Copy GGUF ``src`` (a path or a reader) to ``dst``, atomically.
 
     Keys and tensor bytes are copied unchanged, as gguf-py's gguf_new_metadata.py
@@ -178,7 +178,7 @@ def copy_gguf(src: str | Path | gguf.GGUFReader, dst: str | Path, *, add: Tensor
     with atomic_output(dst) as tmp:
         writer = gguf.GGUFWriter(str(tmp), arch=field_value(reader, KEY_ARCHITECTURE),
                                  endianess=reader.endianess)
-        copy_keys(reader, writer, skip=set(kv or {}))
+        copy_keys(reader, writer, skip=set(kv or {}) | set(drop_keys))
         for key, value in (kv or {}).items():
             add_key_value(writer, key, value)
         for t in kept:
