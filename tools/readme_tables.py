@@ -139,6 +139,68 @@ def pareto() -> str:
     return "\n".join(lines)
 
 
+def _pm(p: dict, base: float) -> str:
+    """A paired difference in percent of the stock file's mean: '-34% ± 1.5%'."""
+    return f"{100 * p['diff_mean'] / base:+.0f}% ± {100 * p['diff_stderr'] / base:.1f}%"
+
+
+def _sized_rows(d: dict) -> list[str]:
+    runs = d["runs"]
+    rows = []
+    for pt in d.get("points", []):
+        t, s = pt.get("types"), pt.get("types+sidecar")
+        if not (t and s):
+            continue
+        ftype = pt["stock"].split()[0]
+        plain = runs.get(f"{ftype} plain", {})
+        g = pt["gain_nats"]
+        share = g["types"] / (g["types"] + g["sidecar"]) if g["types"] + g["sidecar"] > 0 else float("nan")
+        rows.append(f"| {ftype} | {_mib(pt['size_bytes'])} | {plain.get('kld_mean', float('nan')):.4f} | "
+                    f"{pt['kld_mean']:.4f} | {_mib(t['size_bytes'])} | {t['kld_mean']:.4f} "
+                    f"({_pm(t['vs_stock_imatrix'], pt['kld_mean'])}) | {_mib(s['size_bytes'])} | {s['kld_mean']:.4f} "
+                    f"({_pm(s['vs_stock_imatrix'], pt['kld_mean'])}) | {100 * share:.0f}% / {100 - 100 * share:.0f}% | "
+                    f"{'yes' if pt['target_30pct_met'] else 'no'} |")
+    return rows
+
+
+def pareto_sized() -> str:
+    """`swgguf convert --target-size` against stock llama.cpp, both models."""
+    out = []
+    for model, title in (("smollm2", "SmolLM2-135M-Instruct"), ("qwen", "Qwen2.5-Coder-1.5B-Instruct")):
+        d = _load(f"pareto_sized_{model}.json")
+        if d is None:
+            out.append(f"**{title}**: *not measured yet (`python bench/pareto_sized.py --model {model}`).*\n")
+            continue
+        out += [f"**{title}** — `{d['command']}` ({d['cpus']} cores); reference: {d['reference']}; mean KLD vs "
+                f"F16 on {d['eval_text']}, {d['chunks']} x {d['ctx']} tokens; imatrix from {d['calibration']}. "
+                "In brackets: the paired per-token difference from the stock imatrix file, ± its standard "
+                "error.\n",
+                "| type | stock imatrix MiB | stock KLD | stock + imatrix KLD | swgguf types MiB | swgguf types KLD | "
+                "swgguf types+sidecar MiB | swgguf types+sidecar KLD | gain from types / sidecar | >= 30% lower |",
+                "|---|---|---|---|---|---|---|---|---|---|", *_sized_rows(d), ""]
+        if (RESULTS / f"pareto_sized_{model}.png").is_file():
+            out.append(f"![size vs KLD, {title}](bench/results/pareto_sized_{model}.png)\n")
+    return "\n".join(out)
+
+
+def proxy_validation() -> str:
+    """The error proxy's rank agreement with measured KLD (docs/optimizer.md)."""
+    out = []
+    for model in ("smollm2", "qwen"):
+        v = _load(f"proxy_validation_{model}.json")
+        if not v or v.get("spearman") is None:
+            continue
+        out += [f"`{v['command']}`: {model}, base plan (every planned tensor at its cheapest type) KLD "
+                f"{v['base_kld']:.4f} on {v['eval_text']}, {v['chunks']} x 512 tokens. **Spearman rank "
+                f"correlation between predicted and measured error removed: {v['spearman']:.2f}** over "
+                f"{len(v['probes'])} one-tensor moves.\n",
+                "| tensor | move | proxy removed | KLD removed (paired, ± s.e.) |", "|---|---|---|---|"]
+        out += [f"| {p['tensor']} | {p['move']} | {p['proxy_removed']:.3g} | {p['kld_removed']['diff_mean']:+.5f} "
+                f"± {p['kld_removed']['diff_stderr']:.5f} |" for p in v["probes"]]
+        out.append("")
+    return "\n".join(out) or "*not measured yet (`python bench/proxy_validation.py`).*"
+
+
 def usage() -> str:
     d = _load("usage_smollm2.json")
     if d is None:
@@ -200,6 +262,8 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "runtime_instructions": runtime_instructions,
     "detect_memory": detect_memory,
     "pareto": pareto,
+    "pareto_sized": pareto_sized,
+    "proxy_validation": proxy_validation,
     "usage": usage,
 }
 

@@ -4,12 +4,12 @@ error and bytes at each candidate type and per sidecar column (:mod:`.measure`,
 the tables), and its execution through the ordinary conversion (:mod:`.execute`).
 docs/optimizer.md describes the error model and where it fails."""
 
-from .execute import KEY_PLAN, KEY_TARGET, SizedResult, convert_to_size
-from .measure import LADDER, measure_tables, override_patterns
+from .execute import KEY_PLAN, KEY_TARGET, SizedResult, convert_to_size, write_plan
+from .measure import LADDER, file_error, measure_tables, override_patterns
 from .planner import Plan, plan, smallest_bytes, trajectory
 from .sizes import parse_size, target_bytes
 from .tables import Tables, TensorTable, TypeOption, load_tables, save_tables
 
-__all__ = ["KEY_PLAN", "KEY_TARGET", "SizedResult", "convert_to_size", "LADDER", "measure_tables",
+__all__ = ["KEY_PLAN", "KEY_TARGET", "SizedResult", "convert_to_size", "write_plan", "LADDER", "file_error", "measure_tables",
            "override_patterns", "Plan", "plan", "smallest_bytes", "trajectory", "parse_size", "target_bytes",
            "Tables", "TensorTable", "TypeOption", "load_tables", "save_tables"]

@@ -50,6 +50,31 @@ def convert_to_size(src: str | Path, dst: str | Path, target: int, opts: Convert
     """``src`` converted to ``dst`` (atomic) as the plan for ``target`` file bytes says;
     ``tables`` measured beforehand (same model, base mixture and imatrix) skip the
     measurement."""
+    def run(job: "_SizedJob") -> SizedResult:
+        t = tables
+        if t is None:
+            t = measure_tables(job.float_path, job.stats.imatrix, job.work, base_ftype=opts.quant.ftype,
+                               quant_imatrix=job.quant.imatrix if job.quant else None,
+                               imatrix_file=job.quant.recorded_as if job.quant else None, ladder=ladder,
+                               nthread=opts.quant.nthread, progress=progress)
+        return job.fit(Path(dst), target, t, sidecar)
+    return _in_work(src, dst, opts, progress, run)
+
+
+def write_plan(src: str | Path, dst: str | Path, p: Plan, opts: ConvertOptions,
+               progress: Progress = no_progress) -> ConvertReport:
+    """``src`` converted to ``dst`` as plan ``p`` says, whatever its size (experiments:
+    bench/proxy_validation.py)."""
+    def run(job: "_SizedJob") -> ConvertReport:
+        out, protection = job.make(p, p.budget)
+        publish(out, dst)
+        return summarize(Path(dst), opts.quant.ftype, protection, job.warnings, job.quant is not None)
+    return _in_work(src, dst, opts, progress, run)
+
+
+def _in_work(src: str | Path, dst: str | Path, opts: ConvertOptions, progress: Progress, run):
+    """``run(job)`` with the float input, imatrix and statistics prepared in a work folder
+    beside ``dst`` (removed at the end)."""
     src, dst = Path(src), Path(dst)
     opts.validate()
     if opts.quant.tensor_types:
@@ -62,13 +87,7 @@ def convert_to_size(src: str | Path, dst: str | Path, target: int, opts: Convert
             quant = quantization_imatrix(float_path, opts.quant, work, progress)
             stats = salience_statistics(float_path, quant, opts.protect or ProtectOptions(), opts.quant, work,
                                         progress)
-            if tables is None:
-                tables = measure_tables(float_path, stats.imatrix, work, base_ftype=opts.quant.ftype,
-                                        quant_imatrix=quant.imatrix if quant else None,
-                                        imatrix_file=quant.recorded_as if quant else None, ladder=ladder,
-                                        nthread=opts.quant.nthread, progress=progress)
-            job = _SizedJob(float_path, work, opts, quant, stats, warnings, progress)
-            return job.fit(dst, target, tables, sidecar)
+            return run(_SizedJob(float_path, work, opts, quant, stats, warnings, progress))
         except OSError as err:
             raise SwggufError(f"cannot write ({err.strerror or err})", dst) from None
 

@@ -11,6 +11,7 @@ depend on the other tensors' types: a plan's file is predicted exactly, up to pa
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -95,3 +96,21 @@ def _option(tensors: TensorSet, name: str, qtype: str, max_cols: int) -> TypeOpt
     gains = np.sort(np.partition(s, s.size - k)[s.size - k:])[::-1] if k else np.zeros(0)
     q = tensors.quant[name]
     return TypeOption(qtype, q.tensor_type.name, int(q.n_bytes), float(s.sum()), gains.astype(np.float64))
+
+
+def file_error(float_path: Path, path: Path, stats: Imatrix, names: Sequence[str]) -> float:
+    """The error proxy of a written file, measured: each of ``names`` dequantized from
+    ``path`` by gguf-py, its sidecar's correction added (restored columns), against the
+    float weights and the activation statistics."""
+    from ..formats.sidecar import read_sidecars, weight_base
+
+    sidecars = read_sidecars(path)
+    tensors = TensorSet(float_path, path, stats)
+    total = 0.0
+    for name in names:
+        t = tensors.get(name)
+        sc = sidecars.get(weight_base(name))
+        if sc is not None:
+            t = replace(t, w_deq=t.w_deq + sc.dense_correction())
+        total += float(salience(t).sum())
+    return total
