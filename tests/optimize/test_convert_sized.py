@@ -14,18 +14,35 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from swgguf.conversion import ConvertOptions, QuantOptions, make_f16_reference
 from swgguf.default_model import default_model_path
 from swgguf.errors import SwggufError
 from swgguf.formats import gguf_io
+from swgguf.formats.imatrix import save_imatrix
 from swgguf.formats.sidecar import census
 from swgguf.optimize import (KEY_PLAN, KEY_TARGET, convert_to_size, file_error, measure_tables, plan,
                              smallest_bytes)
 from swgguf.optimize.measure import planned_names
 from swgguf.protect import ProtectOptions
 from swgguf.conversion.calibration import salience_statistics
+
+
+@pytest.fixture(scope="module")
+def tiny_stats(tmp_path_factory, tiny_weights):
+    """Activation statistics for the tiny model (it has no tokenizer for llama-imatrix):
+    positive mean x² per input channel, one channel 50 x the others, as a real imatrix."""
+    rng = np.random.default_rng(0)
+    names = [n for n, a in tiny_weights.items() if a.ndim == 2 and n != "token_embd.weight"]
+    sums = {}
+    for n in names:
+        v = rng.gamma(2.0, 1.0, tiny_weights[n].shape[1])
+        v[17] *= 50
+        sums[n] = v * 64
+    return save_imatrix(tmp_path_factory.mktemp("im") / "imatrix.gguf", sums,
+                        {n: np.array([64]) for n in names}, ["synthetic"], 1, 64)
 
 
 def swgguf(*args: str) -> subprocess.CompletedProcess:
@@ -36,11 +53,11 @@ def recorded_plan(path) -> dict:
     return json.loads(gguf_io.field_value(gguf_io.open_gguf(path), KEY_PLAN))
 
 
-def test_cli_fits_the_target_and_records_the_plan(tiny_f32, tmp_path) -> None:
+def test_cli_fits_the_target_and_records_the_plan(tiny_f32, tiny_stats, tmp_path) -> None:
     f32 = tiny_f32.stat().st_size
     target = f32 // 6  # well above Q2_K's size, well below Q8_0's
     out = tmp_path / "sized.gguf"
-    proc = swgguf("convert", tiny_f32, "--target-size", str(target), "-o", out)
+    proc = swgguf("convert", tiny_f32, "--target-size", str(target), "--imatrix", tiny_stats, "-o", out)
     assert proc.returncode == 0, proc.stderr
     assert out.stat().st_size <= target
     p = recorded_plan(out)
@@ -50,9 +67,9 @@ def test_cli_fits_the_target_and_records_the_plan(tiny_f32, tmp_path) -> None:
     assert "plan:" in proc.stderr
 
 
-def test_cli_no_sidecar_is_a_stock_file(tiny_f32, tmp_path) -> None:
+def test_cli_no_sidecar_is_a_stock_file(tiny_f32, tiny_stats, tmp_path) -> None:
     out = tmp_path / "types.gguf"
-    proc = swgguf("convert", tiny_f32, "--target-bpw", "5", "--no-sidecar", "-o", out)
+    proc = swgguf("convert", tiny_f32, "--target-bpw", "5", "--no-sidecar", "--imatrix", tiny_stats, "-o", out)
     assert proc.returncode == 0, proc.stderr
     n_params = sum(int(t.n_elements) for t in gguf_io.open_gguf(tiny_f32).tensors)
     assert out.stat().st_size <= 5 * n_params / 8
@@ -61,12 +78,14 @@ def test_cli_no_sidecar_is_a_stock_file(tiny_f32, tmp_path) -> None:
 
 @pytest.mark.parametrize("size,message", [("lots", "is not a size"), ("12 parsecs", "is not a size"),
                                           ("1000", "below the smallest plan")])
-def test_cli_refuses_a_bad_size_in_one_line(tiny_f32, tmp_path, size: str, message: str) -> None:
+def test_cli_refuses_a_bad_size_in_one_line(tiny_f32, tiny_stats, tmp_path, size: str, message: str) -> None:
     out = tmp_path / "bad.gguf"
-    proc = swgguf("convert", tiny_f32, "--target-size", size, "-o", out)
+    proc = swgguf("convert", tiny_f32, "--target-size", size, "--imatrix", tiny_stats, "-o", out)
     assert proc.returncode != 0 and not out.exists()
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "no type given" not in ln]
-    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+    # progress bars (stage lines) may come first; the error is one line, and the last
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln]
+    assert errors == [lines[-1]] and message in lines[-1] and "Traceback" not in proc.stderr
 
 
 # --- SmolLM2: measured tables, several sizes -----------------------------------------
