@@ -44,7 +44,7 @@ from swgguf.default_model import default_model_path  # noqa: E402
 from swgguf.evaluate.text import text_from, text_windows  # noqa: E402
 from swgguf.formats.files import write_json  # noqa: E402
 from swgguf.formats.imatrix import load_imatrix  # noqa: E402
-from swgguf.optimize import convert_to_size, load_tables, measure_tables, save_tables  # noqa: E402
+from swgguf.optimize import LADDER, convert_to_size, load_tables, measure_tables, plan, save_tables  # noqa: E402
 from swgguf.protect import ProtectOptions  # noqa: E402
 from swgguf.runtime import compute_imatrix, quantize  # noqa: E402
 
@@ -77,7 +77,7 @@ def imatrix_file(ref: Path, work: Path) -> Path:
     return out
 
 
-def tables_for(ref: Path, imatrix: Path, work: Path, result: dict):
+def tables_for(ref: Path, imatrix: Path, work: Path, result: dict, ladder: tuple[str, ...] = LADDER):
     """The optimizer's tables, measured once (and their time recorded)."""
     path = work / "tables.json"
     if path.is_file():
@@ -86,8 +86,9 @@ def tables_for(ref: Path, imatrix: Path, work: Path, result: dict):
     opts = QuantOptions(imatrix=imatrix)
     stats = salience_statistics(ref, None, ProtectOptions(salience_imatrix=imatrix), opts, work)
     tables = measure_tables(ref, stats.imatrix, work, base_ftype="Q4_K_M", quant_imatrix=load_imatrix(imatrix),
-                            imatrix_file=imatrix.name)
+                            imatrix_file=imatrix.name, ladder=ladder)
     result["tables_seconds"] = time.perf_counter() - t0
+    result["ladder"] = list(ladder)
     return load_tables(save_tables(tables, path))
 
 
@@ -120,6 +121,9 @@ def compare(runs: dict, kld: dict, ftype: str) -> dict:
             out[v] = {"file": name, "size_bytes": runs[name]["size_bytes"], "kld_mean": runs[name]["kld_mean"],
                       "vs_stock_imatrix": paired(kld[name], kld[base])}
     t, s = out.get("types"), out.get("types+sidecar")
+    if t and not s and f"{ftype} swgguf types+sidecar" not in runs:  # the plan chose no column
+        s = out["types+sidecar"] = {**t, "same_as_types": True}
+        kld = {**kld, f"{ftype} swgguf types+sidecar": kld[f"{ftype} swgguf types"]}
     if t and s:
         k0, k1, k2 = out["kld_mean"], t["kld_mean"], s["kld_mean"]
         out["sidecar_vs_types"] = paired(kld[f"{ftype} swgguf types+sidecar"], kld[f"{ftype} swgguf types"])
@@ -145,9 +149,13 @@ def run_type(ftype: str, ctx: dict, result: dict, kld: dict) -> None:
         secs[f"{ftype} plain"] = stock(ref, ftype, None, files[f"{ftype} plain"])
     target = files[f"{ftype} imatrix"].stat().st_size
     plans = {}
+    if not plan(tables, target, sidecar=True).cols:  # the sidecar buys nothing here: one file, not two
+        del files[f"{ftype} swgguf types+sidecar"]
+        result.setdefault("sidecar_not_chosen", []).append(ftype)
     for v, sidecar in (("types", False), ("types+sidecar", True)):
         name = f"{ftype} swgguf {v}"
-        secs[name], plans[name] = sized(ref, target, imatrix, tables, sidecar, files[name])
+        if name in files:
+            secs[name], plans[name] = sized(ref, target, imatrix, tables, sidecar, files[name])
     for name, path in files.items():
         if name in result["runs"] and name in kld:
             continue
@@ -205,6 +213,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--no-plain", action="store_true", help="skip the stock files without imatrix (CPU time)")
+    ap.add_argument("--ladder", default=",".join(LADDER), help="the optimizer's candidate types")
     args = ap.parse_args()
     m = MODELS[args.model]
     chunks = args.chunks or m["chunks"]
@@ -223,7 +232,7 @@ def main() -> int:
               "kld": "mean KL(F16 || file) per token, nats; vs_stock_imatrix: paired per-token differences "
                      "(same tokens), mean ± standard error", "runs": {}}
     t0 = time.perf_counter()
-    tables = tables_for(ref, imatrix, work, result)
+    tables = tables_for(ref, imatrix, work, result, tuple(args.ladder.split(",")))
     ref_rows, result["reference_ppl"] = reference_logits(ref, wins, work / f"ref-logits-{chunks}", CTX)
     result["reference_seconds"] = time.perf_counter() - t0
     ctx = {"ref": ref, "imatrix": imatrix, "work": work, "tables": tables, "wins": wins, "ref_rows": ref_rows,

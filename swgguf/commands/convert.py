@@ -120,29 +120,20 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main_sized(console, args: argparse.Namespace, opts: ConvertOptions) -> int:
-    from ..optimize import convert_to_size, target_bytes
+    from ..optimize import convert_to_size, model_params, target_bytes
     from .progress_bars import StageBars
 
     if opts.protect is not None and (opts.protect.protect_cols is not None or opts.protect.sidecar_budget
                                      or opts.protect.max_tensors or opts.protect.clip or opts.protect.lora_compat):
         raise SwggufError("--target-size plans the sidecar itself: drop --protect-cols, --sidecar-budget, "
                           "--max-tensors, --clip and --lora-compat")
-    target = target_bytes(args.target_size, args.target_bpw, float_params(args.model))
+    target = target_bytes(args.target_size, args.target_bpw,
+                          model_params(args.model) if args.target_bpw is not None else 0)
     with StageBars(console) as bars:
         result = convert_to_size(args.model, args.output, target, opts, sidecar=not args.no_sidecar, progress=bars)
     print_report(console, result.report)
     print_plan(console, result.plan, result.report.file_bytes)
     return 0
-
-
-def float_params(model: Path) -> int:
-    """Parameters of a GGUF model (for --target-bpw); a directory is refused."""
-    from ..formats.gguf_io import check_gguf, open_gguf
-
-    if not model.is_file():
-        raise SwggufError("--target-bpw needs a GGUF input (use --target-size for a directory)", model)
-    check_gguf(model)
-    return sum(int(t.n_elements) for t in open_gguf(model).tensors)
 
 
 def print_plan(console, plan, file_bytes: int) -> None:

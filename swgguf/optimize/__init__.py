@@ -7,9 +7,9 @@ docs/optimizer.md describes the error model and where it fails."""
 from .execute import KEY_PLAN, KEY_TARGET, SizedResult, convert_to_size, write_plan
 from .measure import LADDER, file_error, measure_tables, override_patterns
 from .planner import Plan, plan, smallest_bytes, trajectory
-from .sizes import parse_size, target_bytes
+from .sizes import model_params, parse_size, target_bytes
 from .tables import Tables, TensorTable, TypeOption, load_tables, save_tables
 
-__all__ = ["KEY_PLAN", "KEY_TARGET", "SizedResult", "convert_to_size", "write_plan", "LADDER", "file_error", "measure_tables",
-           "override_patterns", "Plan", "plan", "smallest_bytes", "trajectory", "parse_size", "target_bytes",
-           "Tables", "TensorTable", "TypeOption", "load_tables", "save_tables"]
+__all__ = ["KEY_PLAN", "KEY_TARGET", "SizedResult", "convert_to_size", "write_plan", "LADDER", "file_error",
+           "measure_tables", "override_patterns", "Plan", "plan", "smallest_bytes", "trajectory", "model_params",
+           "parse_size", "target_bytes", "Tables", "TensorTable", "TypeOption", "load_tables", "save_tables"]

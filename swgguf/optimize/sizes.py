@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from ..errors import SwggufError
+from ..formats.gguf_io import check_gguf, open_gguf
 
 _SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([kKmMgG]i?[bB]?|[bB])?\s*")
 # K/M/G alone and KiB/MiB/GiB are binary (as the sidecar budget's '2M'); KB/MB/GB decimal
@@ -44,3 +46,12 @@ def target_bytes(size: str | None, bpw: float | None, n_params: int) -> int:
             raise SwggufError(f"--target-bpw {bpw} is out of range (0, 32]")
         out.append(int(bpw * n_params / 8))
     return min(out)
+
+
+def model_params(model: Path) -> int:
+    """Parameters of a GGUF model (for --target-bpw); a directory is refused."""
+    model = Path(model)
+    if not model.is_file():
+        raise SwggufError("--target-bpw needs a GGUF input (use --target-size for a directory)", model)
+    check_gguf(model)
+    return sum(int(t.n_elements) for t in open_gguf(model).tensors)
