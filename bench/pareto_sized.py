@@ -24,6 +24,7 @@ reused. Results are written after every file.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -90,6 +91,28 @@ def tables_for(ref: Path, imatrix: Path, work: Path, result: dict, ladder: tuple
     result["tables_seconds"] = time.perf_counter() - t0
     result["ladder"] = list(ladder)
     return load_tables(save_tables(tables, path))
+
+
+def sensitivity(tables) -> dict:
+    """Per tensor kind (attn_q, ffn_down, ...): the error removed per byte by the first type
+    step and by the first sidecar column at the cheapest type, median over layers, and how
+    many tensors have a first column worth more per byte than their first step."""
+    import re
+
+    import numpy as np
+
+    from swgguf.formats.sidecar import column_bytes
+    from swgguf.optimize.planner import SIDECAR_OVERHEAD
+
+    kinds: dict[str, list[tuple[float, float]]] = {}
+    for name, t in tables.tensors.items():
+        o = t.options
+        step = (o[0].error - o[1].error) / (o[1].nbytes - o[0].nbytes) if len(o) > 1 else 0.0
+        col = float(o[0].col_gains[0]) / (SIDECAR_OVERHEAD + column_bytes(t.n_out)) if o[0].col_gains.size else 0.0
+        kinds.setdefault(re.sub(r"^blk\.\d+\.", "", name), []).append((step, col))
+    return {k: {"tensors": len(v), "type_step_per_byte": float(np.median([a for a, _ in v])),
+                "first_column_per_byte": float(np.median([b for _, b in v])),
+                "column_beats_step": int(sum(b > a for a, b in v))} for k, v in sorted(kinds.items())}
 
 
 def stock(ref: Path, ftype: str, imatrix: Path | None, dst: Path) -> float:
@@ -214,6 +237,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--no-plain", action="store_true", help="skip the stock files without imatrix (CPU time)")
     ap.add_argument("--ladder", default=",".join(LADDER), help="the optimizer's candidate types")
+    ap.add_argument("--summarize", action="store_true",
+                    help="only add the sensitivity summary (from the work folder's tables) and redraw the plot")
     args = ap.parse_args()
     m = MODELS[args.model]
     chunks = args.chunks or m["chunks"]
@@ -221,6 +246,12 @@ def main() -> int:
     work = args.work or Path(f"/tmp/swgguf-bench-sized-{args.model}")
     out = args.out or ROOT / "bench" / "results" / f"pareto_sized_{args.model}.json"
     work.mkdir(parents=True, exist_ok=True)
+    if args.summarize:
+        result = json.loads(out.read_text())
+        result["sensitivity"] = sensitivity(load_tables(work / "tables.json"))
+        write_json(result, out)
+        plot(result, out.with_suffix(".png"))
+        return 0
     ref = reference(args.model, work)
     imatrix = imatrix_file(ref, work)
     text = text_from(WIKITEXT, EVAL_START, CTX * chunks * 8, f"{WIKITEXT.name} from {EVAL_START:.0%} of its characters")
@@ -233,6 +264,7 @@ def main() -> int:
                      "(same tokens), mean ± standard error", "runs": {}}
     t0 = time.perf_counter()
     tables = tables_for(ref, imatrix, work, result, tuple(args.ladder.split(",")))
+    result["sensitivity"] = sensitivity(tables)
     ref_rows, result["reference_ppl"] = reference_logits(ref, wins, work / f"ref-logits-{chunks}", CTX)
     result["reference_seconds"] = time.perf_counter() - t0
     ctx = {"ref": ref, "imatrix": imatrix, "work": work, "tables": tables, "wins": wins, "ref_rows": ref_rows,

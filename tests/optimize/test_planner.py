@@ -113,3 +113,17 @@ def test_target_bpw() -> None:
     assert target_bytes("400", 4.0, 1000) == 400
     with pytest.raises(SwggufError):
         target_bytes(None, 0.0, 1000)
+
+
+def test_override_patterns_set_each_tensor_exactly() -> None:
+    import re
+
+    from swgguf.optimize import override_patterns
+
+    types = {"blk.0.attn_q.weight": "Q3_K", "blk.1.attn_q.weight": "Q4_K", "blk.10.attn_q.weight": "Q3_K",
+             "blk.1.ffn_down.weight": "Q6_K", "output.weight": "Q5_K"}
+    pats = override_patterns(types)
+    names = list(types) + ["blk.0.attn_q_norm.weight", "blk.100.attn_q.weight", "token_embd.weight"]
+    for name in names:
+        first = next((t for p, t in pats if re.search(p, name)), None)  # llama.cpp: the first match wins
+        assert first == types.get(name)
