@@ -45,7 +45,8 @@ from swgguf.default_model import default_model_path  # noqa: E402
 from swgguf.evaluate.text import text_from, text_windows  # noqa: E402
 from swgguf.formats.files import write_json  # noqa: E402
 from swgguf.formats.imatrix import load_imatrix  # noqa: E402
-from swgguf.optimize import LADDER, convert_to_size, load_tables, measure_tables, plan, save_tables  # noqa: E402
+from swgguf.optimize import (LADDER, convert_to_size, load_tables, measure_tables, plan, rebase,  # noqa: E402
+                             save_tables)
 from swgguf.protect import ProtectOptions  # noqa: E402
 from swgguf.runtime import compute_imatrix, quantize  # noqa: E402
 
@@ -124,10 +125,11 @@ def stock(ref: Path, ftype: str, imatrix: Path | None, dst: Path) -> float:
 
 
 def sized(ref: Path, target: int, imatrix: Path, tables, sidecar: bool, dst: Path) -> tuple[float, dict | None]:
+    """The optimizer's file for ``target`` bytes on ``tables``' base mixture."""
     t0 = time.perf_counter()
     if dst.is_file():
         return 0.0, None
-    opts = ConvertOptions(QuantOptions(ftype="Q4_K_M", imatrix=imatrix), None)
+    opts = ConvertOptions(QuantOptions(ftype=tables.base_ftype, imatrix=imatrix), None)
     r = convert_to_size(ref, dst, target, opts, sidecar=sidecar, tables=tables)
     s = r.plan.summary()
     return time.perf_counter() - t0, {k: s[k] for k in ("predicted_bytes", "error_proxy", "type_counts",
@@ -171,6 +173,7 @@ def run_type(ftype: str, ctx: dict, result: dict, kld: dict) -> None:
     if ctx["plain"]:
         secs[f"{ftype} plain"] = stock(ref, ftype, None, files[f"{ftype} plain"])
     target = files[f"{ftype} imatrix"].stat().st_size
+    tables = rebase(tables, ftype, files[f"{ftype} imatrix"])  # the stock file's base mixture
     plans = {}
     if not plan(tables, target, sidecar=True).cols:  # the sidecar buys nothing here: one file, not two
         del files[f"{ftype} swgguf types+sidecar"]

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from pareto_sized import MODELS, imatrix_file, reference, sensitivity, stock  # noqa: E402
 from swgguf.formats.files import write_json  # noqa: E402
 from swgguf.formats.imatrix import load_imatrix  # noqa: E402
-from swgguf.optimize import file_error, load_tables, plan  # noqa: E402
+from swgguf.optimize import file_error, load_tables, plan, rebase  # noqa: E402
 from swgguf.optimize.execute import RESERVE  # noqa: E402
 
 
@@ -36,8 +36,10 @@ def compare_type(ref: Path, imatrix: Path, tables, ftype: str, work: Path) -> di
     size = path.stat().st_size
     stock_err = file_error(ref, path, load_imatrix(imatrix), list(tables.tensors))
     out = {"stock": f"{ftype} imatrix", "size_bytes": size, "quantize_seconds": seconds, "error_proxy": stock_err}
+    based = rebase(tables, ftype, path)  # token_embd (untied) as llama.cpp's ftype has it
+    out["base_fixed_bytes"] = based.fixed_bytes
     for v, sidecar in (("types", False), ("types+sidecar", True)):
-        p = plan(tables, size - RESERVE, sidecar)  # as convert_to_size plans it
+        p = plan(based, size - RESERVE, sidecar)  # as convert_to_size plans it
         out[v] = {"predicted_bytes": p.bytes, "error_proxy": p.error, "lower_pct": 100 * (1 - p.error / stock_err),
                   "type_counts": p.type_counts(), "sidecar_tensors": len(p.cols), "sidecar_cols": p.sidecar_cols}
     return out

@@ -83,9 +83,19 @@ def measure_tables(float_path: Path, stats: Imatrix, work: Path, *, base_ftype: 
     return Tables(base_ftype, fixed, tables, f"ladder {','.join(ladder)} on base {base_ftype}")
 
 
+def rebase(tables: Tables, base_ftype: str, quantized: Path) -> Tables:
+    """``tables`` for another base mixture: a planned tensor's bytes and error do not depend
+    on the base (the override sets its type), only the other tensors do (an untied
+    token_embd gets the mixture's own type: Q2_K's is a quarter of Q6_K's). ``quantized`` is
+    any file llama.cpp quantized with ``base_ftype`` (e.g. the stock file of that type)."""
+    fixed = _fixed_bytes(quantized, list(tables.tensors))
+    return Tables(base_ftype, fixed, tables.tensors, f"{tables.source}; rebased on {base_ftype}")
+
+
 def _fixed_bytes(path: Path, names: list[str]) -> int:
     """File bytes outside the planned tensors, with room for their alignment padding."""
-    planned = {t.name: int(t.n_bytes) for t in gguf_io.open_gguf(path).tensors if t.name in set(names)}
+    wanted = set(names)
+    planned = {t.name: int(t.n_bytes) for t in gguf_io.open_gguf(path).tensors if t.name in wanted}
     return path.stat().st_size - sum(planned.values()) + ALIGN_SLACK * len(planned)
 
 
