@@ -143,7 +143,8 @@ def plan(tables: Tables, target_bytes: int, sidecar: bool = True,
     floor = smallest_bytes(tables)
     if target_bytes < floor:
         raise SwggufError(f"target size {target_bytes} bytes is below the smallest plan ({floor} bytes = "
-                          f"{floor / 2**20:.1f} MiB, every planned tensor at {_cheapest(tables)})")
+                          f"{floor / 2**20:.1f} MiB, every planned tensor at {_cheapest(tables)}, the others as "
+                          f"{tables.base_ftype} has them: a smaller --type lowers those)")
     states = {n: State() for n in tables.tensors}
     size = sum(_bytes(tables, n, s) for n, s in states.items())
     err = sum(_error(tables, n, s) for n, s in states.items())
