@@ -183,6 +183,37 @@ def pareto_sized() -> str:
     return "\n".join(out)
 
 
+def _sensitivity_rows(sens: dict) -> list[str]:
+    rows = ["| tensor kind | tensors | first type step: error removed per byte | first sidecar column: per byte | "
+            "tensors where the column buys more |", "|---|---|---|---|---|"]
+    for kind, v in sens.items():
+        rows.append(f"| {kind} | {v['tensors']} | {v['type_step_per_byte']:.3g} | {v['first_column_per_byte']:.3g} | "
+                    f"{v['column_beats_step']} |")
+    return rows
+
+
+def qwen_slice() -> str:
+    """The optimizer's tables on four layers of Qwen2.5-Coder-1.5B (bench/qwen_slice.py)."""
+    d = _load("qwen_slice.json")
+    if d is None:
+        return "*not measured yet (`python bench/qwen_slice.py`).*"
+    st = d["stock_Q3_K_M"]
+    out = [f"`{d['command']}`: {d['model']}; reference {d['reference']}; {d['tables']}. Tables "
+           f"{d['tables_seconds']:.0f} s, one llama_model_quantize of the slice (Q3_K_M + imatrix) "
+           f"{d['quantize_Q3_K_M_seconds']:.0f} s (2 shared cores).\n", *_sensitivity_rows(d["sensitivity"]), "",
+           f"Plans by error proxy, against the slice's stock Q3_K_M + imatrix ({_mib(st['bytes'])} MiB, proxy "
+           f"{st['error_proxy']:.4g}):\n",
+           "| target vs stock Q3_K_M | types only: proxy | vs stock | types + sidecar: proxy | vs stock | "
+           "sidecar columns (tensors) |", "|---|---|---|---|---|---|"]
+    for r in d["plans"]:
+        t, s = r["types"], r["types+sidecar"]
+        out.append(f"| {100 * r['target_vs_stock_Q3_K_M']:+.0f}% | {t['error_proxy']:.4g} | "
+                   f"{100 * (t['error_proxy'] / st['error_proxy'] - 1):+.0f}% | {s['error_proxy']:.4g} | "
+                   f"{100 * (s['error_proxy'] / st['error_proxy'] - 1):+.0f}% | {s['sidecar_cols']} "
+                   f"({s['sidecar_tensors']}) |")
+    return "\n".join(out)
+
+
 def proxy_validation() -> str:
     """The error proxy's rank agreement with measured KLD (docs/optimizer.md)."""
     out = []
@@ -264,6 +295,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "pareto": pareto,
     "pareto_sized": pareto_sized,
     "proxy_validation": proxy_validation,
+    "qwen_slice": qwen_slice,
     "usage": usage,
 }
 
