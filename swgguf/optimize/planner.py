@@ -70,9 +70,11 @@ class Plan:
         return json.dumps(self.summary(), separators=(",", ":"))
 
 
-def _error(tables: Tables, name: str, s: State) -> float:
+def _error(tables: Tables, name: str, s: State, column_weight: float = 1.0) -> float:
+    """The tensor's proxy error in state ``s``; with ``column_weight`` w, as the planner
+    weighs it: each restored column counts w times its term."""
     o = tables.tensors[name].options[s.type_index]
-    return o.error - float(o.col_gains[:s.cols].sum())
+    return o.error - column_weight * float(o.col_gains[:s.cols].sum())
 
 
 def _bytes(tables: Tables, name: str, s: State) -> int:
@@ -81,24 +83,27 @@ def _bytes(tables: Tables, name: str, s: State) -> int:
     return t.options[s.type_index].nbytes + extra
 
 
-def best_move(tables: Tables, name: str, s: State, sidecar: bool) -> tuple[float, State] | None:
+def best_move(tables: Tables, name: str, s: State, sidecar: bool,
+              column_weight: float = 1.0) -> tuple[float, State] | None:
     """The move of highest error removed per byte from ``s``, if any removes error."""
-    err, size = _error(tables, name, s), _bytes(tables, name, s)
+    err, size = _error(tables, name, s, column_weight), _bytes(tables, name, s)
     options = tables.tensors[name].options
     candidates = [State(t, min(s.cols, options[t].col_gains.size)) for t in range(s.type_index + 1, len(options))]
     if sidecar and s.cols < options[s.type_index].col_gains.size:
         candidates.append(State(s.type_index, s.cols + 1))
     best = None
     for c in candidates:
-        gain, cost = err - _error(tables, name, c), _bytes(tables, name, c) - size
+        gain, cost = err - _error(tables, name, c, column_weight), _bytes(tables, name, c) - size
         if gain > 0 and cost > 0 and (best is None or gain / cost > best[0]):
             best = (gain / cost, c)
     return best
 
 
-def trajectory(tables: Tables, sidecar: bool = True) -> list[tuple[int, float, str, State]]:
+def trajectory(tables: Tables, sidecar: bool = True,
+               column_weight: float = 1.0) -> list[tuple[int, float, str, State]]:
     """The greedy moves from the cheapest plan: (total tensor bytes, total error, tensor,
-    its new state) after each."""
+    its new state) after each. ``column_weight`` > 1 favours sidecar columns over types
+    (docs/optimizer.md: the proxy undervalues columns of massive activations)."""
     states = {n: State() for n in tables.tensors}
     total = sum(_bytes(tables, n, s) for n, s in states.items())
     err = sum(_error(tables, n, s) for n, s in states.items())
@@ -107,7 +112,7 @@ def trajectory(tables: Tables, sidecar: bool = True) -> list[tuple[int, float, s
     moves: dict[str, State] = {}
 
     def push(name: str) -> None:
-        m = best_move(tables, name, states[name], sidecar)
+        m = best_move(tables, name, states[name], sidecar, column_weight)
         version[name] += 1
         if m is not None:
             moves[name] = m[1]
