@@ -214,6 +214,22 @@ def qwen_slice() -> str:
     return "\n".join(out)
 
 
+def column_weight() -> str:
+    """Plans with columns weighted w x at the stock Q2_K + imatrix size (bench/column_weight.py)."""
+    d = _load("column_weight_smollm2.json")
+    if d is None or not d["runs"]:
+        return "*not measured yet (`python bench/column_weight.py 3 10`).*"
+    st = d["stock"]
+    out = [f"`{d['command']}`: SmolLM2-135M, at the size of the stock Q2_K + imatrix file ({_mib(st['size_bytes'])} "
+           f"MiB, KLD {st['kld_mean']:.4f}); {d['chunks']} x 512 tokens of {d['eval_text']}.\n",
+           "| column weight | MiB | sidecar columns (tensors) | error proxy | KLD | vs stock (paired) |",
+           "|---|---|---|---|---|---|"]
+    for r in d["runs"]:
+        out.append(f"| {r['column_weight']:g} | {_mib(r['size_bytes'])} | {r['sidecar_cols']} ({r['sidecar_tensors']}) | "
+                   f"{r['error_proxy']:.4g} | {r['kld_mean']:.4f} | {_pm(r['vs_stock'], st['kld_mean'])} |")
+    return "\n".join(out)
+
+
 def proxy_validation() -> str:
     """The error proxy's rank agreement with measured KLD (docs/optimizer.md)."""
     out = []
@@ -296,6 +312,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "pareto_sized": pareto_sized,
     "proxy_validation": proxy_validation,
     "qwen_slice": qwen_slice,
+    "column_weight": column_weight,
     "usage": usage,
 }
 
