@@ -47,6 +47,8 @@ def _target_flags(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--target-bpw", type=float, metavar="BPW",
                    help="the same for at most BPW bits per parameter (the whole file counted)")
     t.add_argument("--no-sidecar", action="store_true", help="with a target: types only, no sidecar")
+    t.add_argument("--column-weight", type=float, default=1.0, metavar="W",
+                   help="count each sidecar column W times its expected error when planning (docs/optimizer.md)")
 
 
 def _quantization_flags(parser: argparse.ArgumentParser) -> None:
@@ -130,7 +132,8 @@ def _main_sized(console, args: argparse.Namespace, opts: ConvertOptions) -> int:
     target = target_bytes(args.target_size, args.target_bpw,
                           model_params(args.model) if args.target_bpw is not None else 0)
     with StageBars(console) as bars:
-        result = convert_to_size(args.model, args.output, target, opts, sidecar=not args.no_sidecar, progress=bars)
+        result = convert_to_size(args.model, args.output, target, opts, sidecar=not args.no_sidecar,
+                                 column_weight=args.column_weight, progress=bars)
     print_report(console, result.report)
     print_plan(console, result.plan, result.report.file_bytes)
     return 0

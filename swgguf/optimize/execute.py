@@ -45,11 +45,11 @@ class SizedResult:
 
 
 def convert_to_size(src: str | Path, dst: str | Path, target: int, opts: ConvertOptions, *, sidecar: bool = True,
-                    ladder: tuple[str, ...] = LADDER, tables: Tables | None = None,
+                    ladder: tuple[str, ...] = LADDER, tables: Tables | None = None, column_weight: float = 1.0,
                     progress: Progress = no_progress) -> SizedResult:
     """``src`` converted to ``dst`` (atomic) as the plan for ``target`` file bytes says;
     ``tables`` measured beforehand (same model, base mixture and imatrix) skip the
-    measurement."""
+    measurement; ``column_weight``: see :func:`.planner.trajectory`."""
     def run(job: "_SizedJob") -> SizedResult:
         t = tables
         if t is None:
@@ -57,7 +57,7 @@ def convert_to_size(src: str | Path, dst: str | Path, target: int, opts: Convert
                                quant_imatrix=job.quant.imatrix if job.quant else None,
                                imatrix_file=job.quant.recorded_as if job.quant else None, ladder=ladder,
                                nthread=opts.quant.nthread, progress=progress)
-        return job.fit(Path(dst), target, t, sidecar)
+        return job.fit(Path(dst), target, t, sidecar, column_weight)
     return _in_work(src, dst, opts, progress, run)
 
 
@@ -102,9 +102,9 @@ class _SizedJob:
     warnings: list[str]
     progress: Progress
 
-    def fit(self, dst: Path, target: int, tables: Tables, sidecar: bool) -> SizedResult:
+    def fit(self, dst: Path, target: int, tables: Tables, sidecar: bool, column_weight: float = 1.0) -> SizedResult:
         """Plan, make, check the size; replan with the overshoot taken off if needed."""
-        steps = trajectory(tables, sidecar)
+        steps = trajectory(tables, sidecar, column_weight)
         budget = target - RESERVE
         for _ in range(MAX_TRIES):
             p = plan(tables, budget, sidecar, steps)
