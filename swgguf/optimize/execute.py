@@ -108,7 +108,7 @@ class _SizedJob:
         budget = target - RESERVE
         for _ in range(MAX_TRIES):
             p = plan(tables, budget, sidecar, steps)
-            p.budget = target
+            p.budget, p.column_weight = target, column_weight
             out, protection = self.make(p, target)
             size = out.stat().st_size
             if size <= target:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class Plan:
     error: float  # predicted sum of the tensors' error proxies
     budget: int = 0  # the file size the plan was made for
     sidecar: bool = True
-    notes: list[str] = field(default_factory=list)
+    column_weight: float = 1.0  # how the greedy weighed columns (trajectory)
 
     @property
     def sidecar_cols(self) -> int:
@@ -62,7 +62,7 @@ class Plan:
     def summary(self) -> dict[str, object]:
         """The plan as recorded in the file (swgguf.provenance.plan) and printed."""
         return {"target_bytes": self.budget, "predicted_bytes": self.bytes, "error_proxy": self.error,
-                "base_ftype": self.base_ftype, "sidecar": self.sidecar, "type_counts": self.type_counts(),
+                "base_ftype": self.base_ftype, "sidecar": self.sidecar, "column_weight": self.column_weight, "type_counts": self.type_counts(),
                 "sidecar_tensors": len(self.cols), "sidecar_cols": self.sidecar_cols,
                 "types": self.types, "cols": self.cols}
 
