@@ -141,7 +141,7 @@ def pareto() -> str:
 
 def _pm(p: dict, base: float) -> str:
     """A paired difference in percent of the stock file's mean: '-34% ± 1.5%'."""
-    return f"{100 * p['diff_mean'] / base:+.0f}% ± {100 * p['diff_stderr'] / base:.1f}%"
+    return f"{100 * p['diff_mean'] / base:+.1f}% ± {100 * p['diff_stderr'] / base:.1f}%"
 
 
 def _sized_rows(d: dict) -> list[str]:
