@@ -55,7 +55,8 @@ def runtime_overhead() -> str:
         machine = d["machine"].get("gpu") or d["machine"].get("cpu", "")
         lines.append(f"**{device.upper()}** ({machine}, {d['machine']['cpus']} cores): `{d['command']}`; "
                      f"median [min-max] of {d['reps']} runs per process"
-                     + (f", {d['rounds']} rounds" if d.get("rounds", 1) > 1 else "") + "\n")
+                     + (f", {d['rounds']} rounds" if d.get("rounds", 1) > 1 else "")
+                     + (f". {d['build_note']}" if d.get("build_note") else "") + "\n")
         for model in d["models"].values():
             lines.append(f"{model['model']['name']}, {model['model']['type']}:\n")
             lines.append(f"| tool | fusion | file | tensors | sidecar KiB | pp{d['n_prompt']} tok/s | "
