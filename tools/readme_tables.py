@@ -199,6 +199,10 @@ def pareto_sized() -> str:
                 "| type | stock imatrix MiB | stock KLD | stock + imatrix KLD | swgguf types MiB | swgguf types KLD | "
                 "swgguf types+sidecar MiB | swgguf types+sidecar KLD | gain from types / sidecar | >= 30% lower |",
                 "|---|---|---|---|---|---|---|---|---|---|", *_sized_rows(d), ""]
+        asked = d["command"].split("--types ")[1].split()[0].split(",") if "--types " in d["command"] else []
+        if len(asked) > len(d["points"]):
+            out.append(f"*The run measured {len(d['points'])} of the {len(asked)} sizes it was asked for; "
+                       "the others were not measured (CPU time).*\n")
         if (RESULTS / f"pareto_sized_{model}.png").is_file():
             out.append(f"![size vs KLD, {title}](bench/results/pareto_sized_{model}.png)\n")
     return "\n".join(out)
