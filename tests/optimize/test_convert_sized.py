@@ -22,7 +22,7 @@ from swgguf.default_model import default_model_path
 from swgguf.errors import SwggufError
 from swgguf.formats import gguf_io
 from swgguf.formats.imatrix import save_imatrix
-from swgguf.formats.sidecar import census
+from swgguf.formats.census import census
 from swgguf.optimize import (KEY_PLAN, KEY_TARGET, convert_to_size, file_error, measure_tables, plan,
                              smallest_bytes)
 from swgguf.optimize.measure import planned_names
