@@ -9,14 +9,13 @@ without columns) is a stock llama.cpp file with those two keys added.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SwggufError
-from ..formats.files import publish
+from ..formats.files import publish, work_dir
 from ..formats.gguf_io import copy_gguf
 from ..formats.sidecar import KEY_PROVENANCE_PREFIX, write_with_sidecars
 from ..conversion import ConvertOptions, ConvertReport, summarize
@@ -79,8 +78,8 @@ def _in_work(src: str | Path, dst: str | Path, opts: ConvertOptions, progress: P
     opts.validate()
     if opts.quant.tensor_types:
         raise SwggufError("--tensor-type and --target-size are exclusive: the optimizer sets the types")
-    check_paths(src, dst)
-    with tempfile.TemporaryDirectory(prefix=".swgguf-convert-", dir=dst.parent) as tmp:
+    check_paths(src, dst, opts)
+    with work_dir(dst.parent, "convert") as tmp:
         work, warnings = Path(tmp), []
         try:
             float_path = prepare_input(src, work, opts.quant, warnings)
