@@ -352,6 +352,8 @@ def test_leading_tokens_are_the_whole_texts_first(tiny_with_tokenizer, wikitext)
     whole = tokenizer(text).input_ids
     for n in (1, 31, 4096, 50_000):
         assert leading_tokens(tokenizer, text, n) == whole[:n]
+    one_line = text[:200_000].replace("\n", " ")  # no line break: the prefix is cut inside a word
+    assert leading_tokens(tokenizer, one_line, 4096) == tokenizer(one_line).input_ids[:4096]
     assert leading_tokens(tokenizer, text[:500], 10**6) == tokenizer(text[:500]).input_ids
     assert leading_tokens(tokenizer, text[:500], None) == tokenizer(text[:500]).input_ids
 
