@@ -166,6 +166,7 @@ def verify_candidates(model: nn.Module, token_ids: Sequence[int], candidates: Se
     def step(item: str) -> Callable[[], None]:
         return lambda: progress(STAGE, next(steps), total, item)
 
+    progress(STAGE, 0, total, "unmodified model")  # the stage starts now, not after its first window
     baseline = perplexity_from_nll(window_nll(model, wins, (), step("unmodified model")))
     results = [_compared(c, perplexity_from_nll(window_nll(model, wins, [c.coordinate], step(_zeroed_name(c)))),
                          baseline, factor) for c in candidates]
