@@ -6,6 +6,7 @@
 #   tools/cuda_check.sh tests    SDIST_PY WHEELS    # the CUDA tests          -> $OUT/pytest_cuda.log
 #   tools/cuda_check.sh memcheck SDIST_PY WHEELS    # them under memcheck     -> $OUT/memcheck.log
 #   tools/cuda_check.sh bench    SDIST_PY WHEELS    # bench/runtime_overhead  -> $OUT/runtime_overhead_cuda.json
+#   tools/cuda_check.sh profile  SDIST_PY WHEELS    # GPU time per kernel     -> $OUT/ncu_kernels_h200.json
 #
 # SRC_TAR: the patched llama.cpp tree as .tar.xz (made by tools/device_tree.sh).
 # SDIST_PY: a folder holding llama-cpp-python's `llama_cpp` package (its Python
@@ -59,6 +60,11 @@ bench() {  # SDIST_PY WHEELS [MODELS]
     env_setup "$@"
     python3 bench/runtime_overhead.py --device cuda --models "${3:-synth-1.1b,synth-llama3-8b}" \
         --llama-bench "$BUILD/bin/llama-bench" --reps 5 --out "$OUT/runtime_overhead_cuda.json" --work /tmp 2>&1 | tail -40
+}
+
+profile() {  # SDIST_PY WHEELS
+    env_setup "$@"
+    python3 tools/ncu_kernels.py --llama-bench "$BUILD/bin/llama-bench" --out "$OUT/ncu_kernels_h200.json" --work /tmp 2>&1 | tail -20
 }
 
 "$@"
