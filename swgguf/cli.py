@@ -11,6 +11,7 @@ import sys
 
 from . import __version__
 from .errors import SwggufError
+from .interrupts import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_raises
 
 # subcommand name -> module (imported lazily: torch is slow to import and
 # `swgguf runtime info` must not need it)
@@ -58,13 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     # gguf-py's writer logs every file it writes at INFO: not news for our users
     logging.getLogger("gguf").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        return int(args._main(args) or 0)
+        with sigterm_raises():  # SIGTERM cleans up as Ctrl-C does
+            return int(args._main(args) or 0)
     except SwggufError as err:
         print(f"swgguf: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("swgguf: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print(f"swgguf: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

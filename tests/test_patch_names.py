@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from swgguf.formats import sidecar
+from swgguf.formats import sidecar, sidecar_hash
 from swgguf.runtime import fusion
 from swgguf.runtime.pins import patch_files
 
@@ -46,14 +46,36 @@ def test_sidecar_keys_and_suffixes_agree():
     assert c_string(text, "SWGGUF_KEY_VERSION") == sidecar.KEY_VERSION
     assert c_string(text, "SWGGUF_KEY_TENSORS") == sidecar.KEY_TENSORS
     assert c_string(text, "SWGGUF_KEY_WEIGHT_TYPES") == sidecar.KEY_WEIGHT_TYPES
+    assert c_string(text, "SWGGUF_KEY_WEIGHT_HASHES") == sidecar.KEY_WEIGHT_HASHES
     suffixes = re.search(r"SWGGUF_SUFFIX\[SWGGUF_N_PARTS\]\s*=\s*\{([^}]*)\}", text)
     assert suffixes, "SWGGUF_SUFFIX not found in the patches"
     assert tuple(re.findall(r"\"([^\"]+)\"", suffixes.group(1))) == sidecar.SUFFIXES
 
 
+def c_u64(text: str, name: str) -> int:
+    m = re.search(rf"{name}\s*=\s*(0x[0-9a-fA-F]+)ULL", text)
+    assert m, f"{name} not found in the patches"
+    return int(m.group(1), 16)
+
+
+def test_lookup_weights_agree():
+    """The weights that may not carry a sidecar (read by get_rows)."""
+    block = re.search(r"SWGGUF_LOOKUP_WEIGHTS\[\]\s*=\s*\{([^}]*)\}", patch_text())
+    assert block, "SWGGUF_LOOKUP_WEIGHTS not found in the patches"
+    assert tuple(re.findall(r"\"([^\"]+)\"", block.group(1))) == sidecar.LOOKUP_WEIGHTS
+
+
+def test_hash_constants_agree():
+    text = patch_text()
+    assert c_u64(text, "SWGGUF_HASH_M1") == sidecar_hash.HASH_M1
+    assert c_u64(text, "SWGGUF_HASH_M2") == sidecar_hash.HASH_M2
+    assert c_u64(text, "SWGGUF_HASH_STEP") == sidecar_hash.HASH_STEP
+
+
 def test_version_and_column_cap_agree():
     text = patch_text()
     assert c_define(text, "LLAMA_SWGGUF_SIDECAR_VERSION") == sidecar.SIDECAR_VERSION
+    assert c_define(text, "LLAMA_SWGGUF_SIDECAR_VERSION_UNHASHED") == sidecar.UNHASHED_VERSION
     assert c_define(text, "LLAMA_SWGGUF_MAX_COLS") == sidecar.MAX_COLS
 
 

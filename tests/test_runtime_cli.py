@@ -10,6 +10,7 @@ import time
 import pytest
 
 from swgguf.errors import SwggufError
+from swgguf.formats import sidecar
 from swgguf.runtime import build
 
 
@@ -22,7 +23,7 @@ def test_info_reports_the_patched_runtime():
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["installed"] and info["patched"]
-    assert info["sidecar_version"] == 1
+    assert info["sidecar_version"] == sidecar.SIDECAR_VERSION
     assert info["llama_cpp_python"] == build.LLAMA_CPP_PYTHON_VERSION
     assert info["patch_sha256"] == build.patch_hash() and info["patch_up_to_date"]
     assert "cpu" in info["backends"]

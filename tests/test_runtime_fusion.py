@@ -40,7 +40,7 @@ TYPES = {"F32": "F32", "F16": "F16", "BF16": "BF16", "Q8_0": "Q8_0", "Q4_0": "Q4
 if os.environ.get("SWGGUF_FUSION_CASES") == "sanitizer":
     TYPES = {k: v for k, v in TYPES.items() if v in ("F32", "F16", "Q8_0", "Q4_K", "Q6_K", "IQ4_XS")}
 BATCHES = (1, 2, 7, 8, 9, 33, 512)
-COLS = (1, 2, 16)
+COLS = (1, 2, 4, 16)  # K = 1, 2, 4 (and 8): the CPU epilogue's unrolled loops; 16: its general loop
 N_TOKENS_SMALL = 40  # tokens evaluated for batch sizes below 512: several ubatches, the last one partial
 # max |fused - unfused| over the logits of the F32 file (|logits| up to ~10): the CPU sums the
 # same F32 products in another order (observed 1.1e-4); CUDA's unfused correction goes
@@ -49,7 +49,9 @@ FUSED_TOL = {"cpu": 1e-3, "cuda": 0.5}
 # fused error / unfused error against the reference, at most: on the CPU both run the same
 # kernels and sum the correction in another order (observed 0.99-1.02); on CUDA the unfused
 # correction is a cuBLAS product in TF32 while the fused one is F32, and the two runs of a
-# quantized product are independent noisy samples
+# quantized product are independent noisy samples (on the H200, 3 of 315 cases exceed
+# 1.25: 1.29-1.43; bench/results/cuda_tests_h200.log; the ratio's distribution, which the
+# test prints, is not yet measured there)
 ACCURACY_RATIO = {"cpu": 1.1, "cuda": 1.25}
 SW_SCALE_TOL = {"cpu": 2e-3, "cuda": 0.1}  # max |logit error|, F32 file (CUDA: TF32, see above)
 GPU_LAYERS = {"cpu": 0, "cuda": -1}
@@ -202,20 +204,25 @@ def references(files, tiny_cfg) -> dict[tuple[str, int], np.ndarray]:
 def test_fused_is_as_accurate_as_unfused(runs, references, device):
     """Per case, against the corrected reference: the fused logits are as accurate as the
     unfused graph's (the runtime's own error: activations quantized to 8 bits, F16 or BF16
-    for the product of W), and differ from them by less than that error. The two
-    sum the F32 correction in another order; where activations are quantized, that
-    can flip a rounding, so exact agreement is not expected (observed on the CPU:
-    error ratio 0.99-1.02, difference <= 0.52 x the error)."""
-    bad = []
+    for the product of W). On the CPU the two run the same kernels and sum the F32
+    correction in another order; where activations are quantized, that can flip a
+    rounding, so exact agreement is not expected (observed: error ratio 0.99-1.02,
+    difference <= 0.52 x the error). On CUDA see ACCURACY_RATIO."""
+    ratios, bad = {}, []
     for c in cases():
         if c.plain or c.alpha:
             continue
         want = references[c.type, c.k][: c.n_tokens]
         fused, unfused = runs["fused"][c.key], runs["unfused"][c.key]
         err_f, err_u, diff = _rms(fused - want), _rms(unfused - want), _rms(fused - unfused)
+        ratios[c.key] = (err_f + 1e-6) / (err_u + 1e-6)
         close = diff <= err_u + 1e-6 or device == "cuda"  # CUDA: independent samples, see ACCURACY_RATIO
         if not (err_f <= ACCURACY_RATIO[device] * err_u + 1e-6 and close):
             bad.append((c.key, err_f, err_u, diff))
+    r = np.array(list(ratios.values()))
+    print(f"\n{device}: fused/unfused error ratio over {r.size} cases: geometric mean "
+          f"{np.exp(np.mean(np.log(r))):.3f}, percentiles 5/50/95 {np.percentile(r, 5):.3f}/"
+          f"{np.median(r):.3f}/{np.percentile(r, 95):.3f}, max {r.max():.3f} ({max(ratios, key=ratios.get)})")
     assert not bad, bad
 
 

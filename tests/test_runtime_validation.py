@@ -18,6 +18,7 @@ from swgguf.formats import gguf_io, sidecar
 from swgguf.errors import SwggufError
 
 U32 = gguf.GGUFValueType.UINT32
+U64 = gguf.GGUFValueType.UINT64
 BASE = "blk.0.ffn_down"  # numpy shape (256, 512) in the tiny model, F32
 F32_TYPE = int(gguf.GGMLQuantizationType.F32)
 
@@ -30,7 +31,7 @@ def _good() -> tuple[dict[str, np.ndarray], dict[str, object]]:
         BASE + ".swg_sw_val": np.array([4.0], np.float16),
     }
     kv = {
-        sidecar.KEY_VERSION: (1, U32),
+        sidecar.KEY_VERSION: (sidecar.SIDECAR_VERSION, U32),
         sidecar.KEY_TENSORS: [BASE],
         sidecar.KEY_WEIGHT_TYPES: ([F32_TYPE], U32),
     }
@@ -58,9 +59,9 @@ CASES = {
                                 BASE + ".swg_resid": np.zeros((256, 513), np.float16)}),
                          "513 columns, expected 1..512", "has 513 entries"),
     "wrong dtype": (_case({BASE + ".swg_resid": np.zeros((256, 2), np.float32)}),
-                    "has type f32, expected f16", "swg_resid must be float16"),
+                    "has type f32, expected f16", ".swg_resid has type F32, expected F16"),
     "length mismatch": (_case({BASE + ".swg_resid": np.zeros((256, 3), np.float16)}),
-                        ".swg_resid has shape [3, 256, 1, 1], expected [2, 256]", "swg_resid must be float16 of shape"),
+                        ".swg_resid has ne [3, 256, 1, 1], expected [2, 256]", ".swg_resid has ne [3, 256, 1, 1]"),
     "half of a pair missing": (_case(drop=[BASE + ".swg_sw_val"]),
                                ".swg_sw_pos is present but .swg_sw_val is missing", "without its pair"),
     "residual without columns": (_case(drop=[BASE + ".swg_cols"]),
@@ -79,19 +80,30 @@ CASES = {
         "no such weight tensor 'blk.7.ffn_down.weight'", "which is not in the file"),
     "not listed in the keys": (_case(kv={sidecar.KEY_TENSORS: ["output"], sidecar.KEY_WEIGHT_TYPES: ([F32_TYPE], U32)}),
                                "has no sidecar tensors", "lists"),
-    "unknown version": (_case(kv={sidecar.KEY_VERSION: (2, U32)}), "swgguf.sidecar.version", "swgguf.sidecar.version"),
+    "unknown version": (_case(kv={sidecar.KEY_VERSION: (3, U32)}), "swgguf.sidecar.version", "swgguf.sidecar.version"),
     "stale residuals": (_case(kv={sidecar.KEY_WEIGHT_TYPES: ([int(gguf.GGMLQuantizationType.Q4_K)], U32)}),
                         "the residuals are stale", "the residuals are stale"),
 }
+
+
+def _hashes(weights, kv) -> dict[str, object]:
+    """The hash key for the bases ``kv`` lists (0 for a weight the file lacks)."""
+    bases = kv[sidecar.KEY_TENSORS]
+    return {sidecar.KEY_WEIGHT_HASHES: ([sidecar.weight_hash(weights[b + ".weight"]) if b + ".weight" in weights
+                                         else 0 for b in bases], U64)}
 
 
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory, tiny_f32):
     d = tmp_path_factory.mktemp("crafted")
     files = {}
+    weights = {t.name: t for t in gguf_io.open_gguf(tiny_f32).tensors}
     for i, (name, ((tensors, kv), _, _)) in enumerate(CASES.items()):
-        files[name] = gguf_io.copy_gguf(tiny_f32, d / f"case{i}.gguf", add=list(tensors.items()), kv=kv)
-    files["good"] = gguf_io.copy_gguf(tiny_f32, d / "good.gguf", add=list(_good()[0].items()), kv=_good()[1])
+        files[name] = gguf_io.copy_gguf(tiny_f32, d / f"case{i}.gguf", add=list(tensors.items()),
+                                        kv={**kv, **_hashes(weights, kv)})
+    tensors, kv = _good()
+    files["good"] = gguf_io.copy_gguf(tiny_f32, d / "good.gguf", add=list(tensors.items()),
+                                      kv={**kv, **_hashes(weights, kv)})
     return files
 
 

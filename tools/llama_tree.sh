@@ -3,7 +3,7 @@
 #
 #   tools/llama_tree.sh init DIR      # DIR: the pinned sdist's vendor/llama.cpp as a git repo,
 #                                     # commit "vendored" + one commit per patch (git am), branch swgguf
-#   tools/llama_tree.sh export DIR    # patches/llama.cpp/*.patch <- git format-patch vendored..swgguf
+#   tools/llama_tree.sh export DIR    # patches/llama.cpp/*.patch <- git format-patch vendored..HEAD (DIR's)
 #
 # The sdist comes from pip (the pin in swgguf/runtime/pins.py) or $SWGGUF_SDIST.
 # Each patch is one commit: its message is the patch's header. `swgguf runtime
@@ -37,7 +37,8 @@ init() {
 
 export_() {
     rm -f "$ROOT"/patches/llama.cpp/*.patch
-    git_ format-patch -q --no-signature --zero-commit -o "$ROOT/patches/llama.cpp" vendored..swgguf
+    # HEAD, not the branch name: DIR may be a git worktree on a branch of its own
+    git_ format-patch -q --no-signature --zero-commit -o "$ROOT/patches/llama.cpp" vendored..HEAD
     ls "$ROOT"/patches/llama.cpp
 }
 

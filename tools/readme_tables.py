@@ -55,7 +55,8 @@ def runtime_overhead() -> str:
         machine = d["machine"].get("gpu") or d["machine"].get("cpu", "")
         lines.append(f"**{device.upper()}** ({machine}, {d['machine']['cpus']} cores): `{d['command']}`; "
                      f"median [min-max] of {d['reps']} runs per process"
-                     + (f", {d['rounds']} rounds" if d.get("rounds", 1) > 1 else "") + "\n")
+                     + (f", {d['rounds']} rounds" if d.get("rounds", 1) > 1 else "")
+                     + (f". {d['build_note']}" if d.get("build_note") else "") + "\n")
         for model in d["models"].values():
             lines.append(f"{model['model']['name']}, {model['model']['type']}:\n")
             lines.append(f"| tool | fusion | file | tensors | sidecar KiB | pp{d['n_prompt']} tok/s | "
@@ -92,6 +93,26 @@ def detect_memory() -> str:
     for r in d["runs"]:
         lines.append(f"| {r['model']} | {'yes' if r.get('verify') else 'no'} | "
                      f"{'--low-mem' if r['low_mem'] else 'normal'} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def sidecar_hash() -> str:
+    d = _load("sidecar_hash.json")
+    if d is None:
+        return "*not measured yet (`python bench/sidecar_hash.py`).*"
+    lines = [f"`{d['command']}` ({d['machine'].get('cpu', '')}, {d['machine']['cpus']} cores, shared; "
+             "seconds, median [min-max])\n",
+             "| model | protected weights | hashed MiB | runtime load v1 | runtime load v2 | hash cost at load "
+             "| Python read v1 | Python read v2 | swg64 in NumPy |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(r: dict) -> str:
+        return f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]"
+
+    for name, m in d["models"].items():
+        lines.append(f"| {name} | {m['protected_weights']} | {_mib(m['hashed_bytes'])} | {cell(m['load_v1'])} | "
+                     f"{cell(m['load_v2'])} | {m['runtime_hash_cost_s']:+.2f} s | {cell(m['read_v1'])} | "
+                     f"{cell(m['read_v2'])} | {m['swg64_mb_per_s']:.0f} MB/s |")
     return "\n".join(lines)
 
 
@@ -137,6 +158,119 @@ def pareto() -> str:
         lines.append(f"| {t} | {fmt(row[0]['quantize_only_seconds'])} | "
                      + " | ".join(fmt(r["convert_seconds"]) for r in row) + " |")
     return "\n".join(lines)
+
+
+def _pm(p: dict, base: float) -> str:
+    """A paired difference in percent of the stock file's mean: '-34% ± 1.5%'."""
+    return f"{100 * p['diff_mean'] / base:+.1f}% ± {100 * p['diff_stderr'] / base:.1f}%"
+
+
+def _sized_rows(d: dict) -> list[str]:
+    runs = d["runs"]
+    rows = []
+    for pt in d.get("points", []):
+        t, s = pt.get("types"), pt.get("types+sidecar")
+        if not (t and s):
+            continue
+        ftype = pt["stock"].split()[0]
+        plain = runs.get(f"{ftype} plain", {})
+        g = pt["gain_nats"]
+        share = g["types"] / (g["types"] + g["sidecar"]) if g["types"] + g["sidecar"] > 0 else float("nan")
+        rows.append(f"| {ftype} | {_mib(pt['size_bytes'])} | {plain.get('kld_mean', float('nan')):.4f} | "
+                    f"{pt['kld_mean']:.4f} | {_mib(t['size_bytes'])} | {t['kld_mean']:.4f} "
+                    f"({_pm(t['vs_stock_imatrix'], pt['kld_mean'])}) | {_mib(s['size_bytes'])} | {s['kld_mean']:.4f} "
+                    f"({_pm(s['vs_stock_imatrix'], pt['kld_mean'])}) | {100 * share:.0f}% / {100 - 100 * share:.0f}% | "
+                    f"{'yes' if pt['target_30pct_met'] else 'no'} |")
+    return rows
+
+
+def pareto_sized() -> str:
+    """`swgguf convert --target-size` against stock llama.cpp, both models."""
+    out = []
+    for model, title in (("smollm2", "SmolLM2-135M-Instruct"), ("qwen", "Qwen2.5-Coder-1.5B-Instruct")):
+        d = _load(f"pareto_sized_{model}.json")
+        if d is None:
+            out.append(f"**{title}**: *not measured yet (`python bench/pareto_sized.py --model {model}`).*\n")
+            continue
+        out += [f"**{title}** — `{d['command']}` ({d['cpus']} cores); reference: {d['reference']}; mean KLD vs "
+                f"F16 on {d['eval_text']}, {d['chunks']} x {d['ctx']} tokens; imatrix from {d['calibration']}. "
+                "In brackets: the paired per-token difference from the stock imatrix file, ± its standard "
+                "error.\n",
+                "| type | stock imatrix MiB | stock KLD | stock + imatrix KLD | swgguf types MiB | swgguf types KLD | "
+                "swgguf types+sidecar MiB | swgguf types+sidecar KLD | gain from types / sidecar | >= 30% lower |",
+                "|---|---|---|---|---|---|---|---|---|---|", *_sized_rows(d), ""]
+        asked = d["command"].split("--types ")[1].split()[0].split(",") if "--types " in d["command"] else []
+        if len(asked) > len(d["points"]):
+            out.append(f"*The run measured {len(d['points'])} of the {len(asked)} sizes it was asked for; "
+                       "the others were not measured (CPU time).*\n")
+        if (RESULTS / f"pareto_sized_{model}.png").is_file():
+            out.append(f"![size vs KLD, {title}](bench/results/pareto_sized_{model}.png)\n")
+    return "\n".join(out)
+
+
+def _sensitivity_rows(sens: dict) -> list[str]:
+    rows = ["| tensor kind | tensors | first type step: error removed per byte | first sidecar column: per byte | "
+            "tensors where the column buys more |", "|---|---|---|---|---|"]
+    for kind, v in sens.items():
+        rows.append(f"| {kind} | {v['tensors']} | {v['type_step_per_byte']:.3g} | {v['first_column_per_byte']:.3g} | "
+                    f"{v['column_beats_step']} |")
+    return rows
+
+
+def qwen_slice() -> str:
+    """The optimizer's tables on four layers of Qwen2.5-Coder-1.5B (bench/qwen_slice.py)."""
+    d = _load("qwen_slice.json")
+    if d is None:
+        return "*not measured yet (`python bench/qwen_slice.py`).*"
+    st = d["stock_Q3_K_M"]
+    out = [f"`{d['command']}`: {d['model']}; reference {d['reference']}; {d['tables']}. Tables "
+           f"{d['tables_seconds']:.0f} s, one llama_model_quantize of the slice (Q3_K_M + imatrix) "
+           f"{d['quantize_Q3_K_M_seconds']:.0f} s (2 shared cores).\n", *_sensitivity_rows(d["sensitivity"]), "",
+           f"Plans by error proxy, against the slice's stock Q3_K_M + imatrix ({_mib(st['bytes'])} MiB, proxy "
+           f"{st['error_proxy']:.4g}):\n",
+           "| target vs stock Q3_K_M | types only: proxy | vs stock | types + sidecar: proxy | vs stock | "
+           "sidecar columns (tensors) |", "|---|---|---|---|---|---|"]
+    for r in d["plans"]:
+        t, s = r["types"], r["types+sidecar"]
+        out.append(f"| {100 * r['target_vs_stock_Q3_K_M']:+.0f}% | {t['error_proxy']:.4g} | "
+                   f"{100 * (t['error_proxy'] / st['error_proxy'] - 1):+.0f}% | {s['error_proxy']:.4g} | "
+                   f"{100 * (s['error_proxy'] / st['error_proxy'] - 1):+.0f}% | {s['sidecar_cols']} "
+                   f"({s['sidecar_tensors']}) |")
+    return "\n".join(out)
+
+
+def column_weight() -> str:
+    """Plans with columns weighted w x at the stock Q2_K + imatrix size (bench/column_weight.py)."""
+    d = _load("column_weight_smollm2.json")
+    if d is None or not d["runs"]:
+        return "*not measured yet (`python bench/column_weight.py 3 10`).*"
+    st = d["stock"]
+    out = [f"`{d['command']}`: SmolLM2-135M, at the size of the stock Q2_K + imatrix file ({_mib(st['size_bytes'])} "
+           f"MiB, KLD {st['kld_mean']:.4f}); {d['chunks']} x 512 tokens of {d['eval_text']}.\n",
+           "| column weight | MiB | sidecar columns (tensors) | error proxy | KLD | vs stock (paired) |",
+           "|---|---|---|---|---|---|"]
+    for r in d["runs"]:
+        out.append(f"| {r['column_weight']:g} | {_mib(r['size_bytes'])} | {r['sidecar_cols']} ({r['sidecar_tensors']}) | "
+                   f"{r['error_proxy']:.4g} | {r['kld_mean']:.4f} | {_pm(r['vs_stock'], st['kld_mean'])} |")
+    return "\n".join(out)
+
+
+def proxy_validation() -> str:
+    """The error proxy's rank agreement with measured KLD (docs/optimizer.md)."""
+    out = []
+    for model in ("smollm2", "qwen"):
+        v = _load(f"proxy_validation_{model}.json")
+        if not v or v.get("spearman") is None:
+            continue
+        out += [f"`{v['command']}`: {model}, base plan (every planned tensor at its cheapest type) KLD "
+                f"{v['base_kld']:.4f} on {v['eval_text']}, {v['chunks']} x 512 tokens. **Spearman rank "
+                f"correlation between predicted and measured error removed: {v['spearman']:.2f}** over "
+                f"{len(v['probes'])} one-tensor moves.\n",
+                "| tensor | move | proxy removed | KLD removed (paired, ± s.e.) |", "|---|---|---|---|"]
+        out += [f"| {p['tensor']} | {p['move']} | {p['proxy_removed']:.3g} | {p['kld_removed']['diff_mean']:+.5f} "
+                f"± {p['kld_removed']['diff_stderr']:.5f} |" for p in v["probes"]]
+        out.append("")
+    return "\n".join(out) or "*not measured yet (`python bench/proxy_validation.py`).*"
 
 
 def usage() -> str:
@@ -200,7 +334,12 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "runtime_instructions": runtime_instructions,
     "detect_memory": detect_memory,
     "pareto": pareto,
+    "pareto_sized": pareto_sized,
+    "proxy_validation": proxy_validation,
+    "qwen_slice": qwen_slice,
+    "column_weight": column_weight,
     "usage": usage,
+    "sidecar_hash": sidecar_hash,
 }
 
 

@@ -25,6 +25,7 @@ from ..evaluate import (Evaluator, KldStats, ModelSpec, PplStats, Text, Window, 
                         text_windows)
 from ..evaluate.evaluator import check_inputs
 from ..evaluate.stats import probabilities
+from ..formats.files import work_dir
 from ..formats.manifest import Manifest
 from ..progress import Progress, no_progress
 from .results import Ablation, RestoreResult, ScalePoint, StopwordRow
@@ -158,7 +159,7 @@ def ablate(path: str | Path, manifest: Manifest | None = None, text: Text | None
     with ExitStack() as stack:
         driver, how = path, "file"
         if not carries_scalars(path, sites):
-            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="swgguf-ablate-", dir=workdir)))
+            tmp = stack.enter_context(work_dir(workdir or tempfile.gettempdir(), "ablate"))
             driver, how = write_scalar_copy(path, tmp / path.name, sites), "temporary copy"
         original = _opened(stack, Evaluator(ModelSpec(path, "original"), options))
         models = [_opened(stack, scaled(driver, a, options, len(sites))) for a in scales]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..ablation import DEFAULT_CHUNKS, DEFAULT_SCALES, Ablation, ablate, plot, shown
 from ..evaluate import load_text
-from ..formats.files import write_json
+from ..formats.files import check_outputs, write_json
 
 
 def _scales(spec: str) -> list[float]:
@@ -66,6 +66,7 @@ def main(args: argparse.Namespace) -> int:
     from ..formats.manifest import load_manifest
     from .progress_bars import TaskBar
 
+    check_outputs([("--json", args.json), ("--plot", args.plot)], [args.file, args.manifest, args.text])
     manifest = load_manifest(args.manifest) if args.manifest is not None else None
     text = load_text(args.text)
     with TaskBar(Console(stderr=True), "ablate") as bar:

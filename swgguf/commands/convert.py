@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..conversion import DEFAULT_BUDGET, ConvertOptions, ConvertReport, convert
 from ..conversion.options import CALIB_CHUNKS, DEFAULT_FTYPE
+from ..errors import SwggufError
 from ..runtime import parse_tensor_type
 
 # flags for the common ftypes (`--q4_k`); --type NAME takes any llama.cpp ftype
@@ -34,6 +35,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="output GGUF")
     _quantization_flags(parser)
     _sidecar_flags(parser)
+    _target_flags(parser)
+
+
+def _target_flags(parser: argparse.ArgumentParser) -> None:
+    t = parser.add_argument_group("size-targeted optimizer (docs/optimizer.md)")
+    t.add_argument("--target-size", metavar="SIZE",
+                   help="make the file at most SIZE ('900MiB', '0.9GiB', bytes): per tensor, spend bytes on a "
+                        "higher type or on sidecar columns, whichever removes more expected error per byte; "
+                        "--type sets the base mixture of the tensors it does not plan (token_embd, output)")
+    t.add_argument("--target-bpw", type=float, metavar="BPW",
+                   help="the same for at most BPW bits per parameter (the whole file counted)")
+    t.add_argument("--no-sidecar", action="store_true", help="with a target: types only, no sidecar")
+    t.add_argument("--column-weight", type=float, default=1.0, metavar="W",
+                   help="count each sidecar column W times its expected error when planning (docs/optimizer.md)")
 
 
 def _quantization_flags(parser: argparse.ArgumentParser) -> None:
@@ -96,10 +111,41 @@ def main(args: argparse.Namespace) -> int:
     if args.ftype is None:
         console.print(f"[dim]no type given: {DEFAULT_FTYPE}[/]")
     opts = ConvertOptions.from_args(args)
+    if args.target_size is not None or args.target_bpw is not None:
+        return _main_sized(console, args, opts)
+    if args.no_sidecar:
+        raise SwggufError("--no-sidecar applies to --target-size/--target-bpw")
     with StageBars(console) as bars:
         report = convert(args.model, args.output, opts, bars)
     print_report(console, report)
     return 0
+
+
+def _main_sized(console, args: argparse.Namespace, opts: ConvertOptions) -> int:
+    from ..optimize import convert_to_size, model_params, target_bytes
+    from .progress_bars import StageBars
+
+    if opts.protect is not None and (opts.protect.protect_cols is not None or opts.protect.sidecar_budget
+                                     or opts.protect.max_tensors or opts.protect.clip or opts.protect.lora_compat):
+        raise SwggufError("--target-size plans the sidecar itself: drop --protect-cols, --sidecar-budget, "
+                          "--max-tensors, --clip and --lora-compat")
+    target = target_bytes(args.target_size, args.target_bpw,
+                          model_params(args.model) if args.target_bpw is not None else 0)
+    with StageBars(console) as bars:
+        result = convert_to_size(args.model, args.output, target, opts, sidecar=not args.no_sidecar,
+                                 column_weight=args.column_weight, progress=bars)
+    print_report(console, result.report)
+    print_plan(console, result.plan, result.report.file_bytes)
+    return 0
+
+
+def print_plan(console, plan, file_bytes: int) -> None:
+    counts = ", ".join(f"{n} {t}" for t, n in plan.type_counts().items())
+    console.print(f"plan: {len(plan.types)} tensors planned ({counts}) on base {plan.base_ftype}; "
+                  f"sidecar {plan.sidecar_cols} columns in {len(plan.cols)} tensors"
+                  + ("" if plan.sidecar else " (--no-sidecar)"))
+    console.print(f"target {plan.budget} bytes ({plan.budget / 2**20:.2f} MiB): predicted {plan.bytes}, "
+                  f"written {file_bytes}; error proxy {plan.error:.4g} (recorded in swgguf.provenance.plan)")
 
 
 def print_report(console, report: ConvertReport) -> None:

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 from ..errors import SwggufError
+from ..formats.files import check_outputs
 
 log = logging.getLogger(__name__)
 
@@ -58,26 +59,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              f"exit {EXIT_EXPECT_MISMATCH} on a mismatch")
 
 
-def _check_outputs(args: argparse.Namespace, inputs: list[Path]) -> None:
-    """Refuse to overwrite an input or to write into a missing folder, before any work."""
-    resolved = set()
-    for p in inputs:
-        resolved.add(p.resolve())
-        if p.is_dir():  # a model directory: every file in it is an input
-            resolved.update(f.resolve() for f in p.iterdir())
-    for flag, out in (("--out", args.out), ("--plot", args.plot)):
-        if out is None:
-            continue
-        if out.resolve() in resolved:
-            raise SwggufError(f"{flag} would overwrite an input", out)
-        if out.is_dir():
-            raise SwggufError(f"{flag} is a directory", out)
-        if not out.parent.resolve().is_dir():
-            raise SwggufError(f"{flag}: folder does not exist", out.parent)
-    if args.out is not None and args.plot is not None and args.out.resolve() == args.plot.resolve():
-        raise SwggufError("--out and --plot are the same file", args.out)
-
-
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -104,8 +85,7 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model_path = args.model if args.model is not None else default_model_path()
-    inputs = [model_path] + ([args.text] if args.text else [])
-    _check_outputs(args, inputs)
+    check_outputs([("--out", args.out), ("--plot", args.plot)], [model_path, args.text])
     expected = find_known(args.expect) if args.expect else None  # fail fast on an unknown name
     try:
         rule = absolute_threshold(args.threshold) if args.threshold is not None \

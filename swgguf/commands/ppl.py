@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..evaluate import Result, evaluate, load_text, report
-from ..formats.files import write_json
+from ..formats.files import check_outputs, write_json
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +48,7 @@ def main(args: argparse.Namespace) -> int:
 
     from .progress_bars import TaskBar
 
+    check_outputs([("--json", args.json)], [*args.files, args.ref, args.text])
     text = load_text(args.text)
     with TaskBar(Console(stderr=True), "ppl") as bar:
         results = evaluate(args.files, ref=args.ref, text=text, ctx=args.ctx, chunks=args.chunks,

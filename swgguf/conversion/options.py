@@ -82,6 +82,12 @@ class ConvertOptions:
         out.update({f.name: getattr(protect, f.name) for f in fields(ProtectOptions)})
         return out
 
+    def input_paths(self) -> list[Path]:
+        """The files a conversion reads besides the model (imatrix, texts, manifest)."""
+        q, p = self.quant, self.protect
+        paths = [q.imatrix, q.calib] + ([p.manifest, p.salience_text, p.salience_imatrix] if p else [])
+        return [Path(x) for x in paths if x is not None]
+
     def validate(self) -> None:
         self.quant.validate()
         if self.protect is not None:

@@ -7,12 +7,11 @@ the command only parses flags and renders the :class:`ConvertReport`.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SwggufError
-from ..formats.files import publish
+from ..formats.files import publish, work_dir
 from ..formats.lora import lora_path, write_lora_adapter
 from ..formats.sidecar import write_with_sidecars
 from ..progress import Progress, no_progress, renamed
@@ -29,13 +28,14 @@ def convert(src: str | Path, dst: str | Path, opts: ConvertOptions,
             progress: Progress = no_progress) -> ConvertReport:
     """Convert ``src`` (a float or, with allow_requantize, quantized GGUF, or a HF directory)
     to ``dst``, written atomically; with ``opts.protect``, with the outlier sidecar (or its
-    LoRA adapter). Temporary files live in a folder beside ``dst``, removed at the end."""
+    LoRA adapter). Temporary files live in a folder beside ``dst``, removed at the end
+    or on an interrupt (formats/files.py work_dir)."""
     src, dst = Path(src), Path(dst)
     opts.validate()
-    check_paths(src, dst)
-    with tempfile.TemporaryDirectory(prefix=".swgguf-convert-", dir=dst.parent) as tmp:
+    check_paths(src, dst, opts)
+    with work_dir(dst.parent, "convert") as tmp:
         try:
-            return _convert(src, dst, opts, Path(tmp), progress)
+            return _convert(src, dst, opts, tmp, progress)
         except OSError as err:
             raise SwggufError(f"cannot write ({err.strerror or err})", dst) from None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..formats.sidecar import census
+from ..formats.census import census
 from ..protect import Protection
 
 

@@ -7,12 +7,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from ..errors import SwggufError
+from ..formats.files import check_outputs
 from ..progress import Progress, no_progress
 
 DEFAULT_OUT = Path("swgguf-demo")
 DEFAULT_TYPES = ("Q3_K_M", "Q4_K_M")
 DEFAULT_CHUNKS = 24  # windows of 512 tokens: 12k tokens of the corpus keep the demo short
 CTX = 512
+# the files of the output folder (besides one GGUF per type, plain and protected)
+F16_NAME, MANIFEST_NAME, PLOT_NAME = "smollm2-f16.gguf", "manifest.json", "detect.png"
+REPORT_NAME, RESULTS_NAME = "report.md", "results.json"
 
 T = TypeVar("T")
 
@@ -30,6 +35,13 @@ class DemoResult:
 
 def file_name(ftype: str, protected: bool) -> str:
     return f"smollm2-{ftype.lower()}{'-sw' if protected else ''}.gguf"
+
+
+def demo_outputs(out_dir: Path, types: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """Every file the demo writes into ``out_dir``, for the output rule."""
+    names = [F16_NAME, MANIFEST_NAME, PLOT_NAME, REPORT_NAME, RESULTS_NAME]
+    names += [file_name(t, p) for t in types for p in (False, True)]
+    return [(f"the demo's {n}", out_dir / n) for n in names]
 
 
 class _Timer:
@@ -57,13 +69,17 @@ def run_demo(out_dir: Path = DEFAULT_OUT, types: tuple[str, ...] = DEFAULT_TYPES
     from ..formats.manifest import save_manifest
     from .report import write_results
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SwggufError(f"cannot make the output folder ({err.strerror or err})", out_dir) from None
     model = model or default_model_path()
+    check_outputs(demo_outputs(out_dir, types), [model, text])
     timed = _Timer(progress)
-    f16 = timed("F16 reference", make_f16_reference, model, out_dir / "smollm2-f16.gguf")
+    f16 = timed("F16 reference", make_f16_reference, model, out_dir / F16_NAME)
     outcome = timed("detect", run_detection, f16, DetectOptions(), progress)
-    manifest = save_manifest(outcome.manifest, out_dir / "manifest.json")
-    plot = out_dir / "detect.png"
+    manifest = save_manifest(outcome.manifest, out_dir / MANIFEST_NAME)
+    plot = out_dir / PLOT_NAME
     plot_spikes(outcome.result.baseline, plot, outcome.result.threshold, marked_candidates(outcome),
                 title="SmolLM2-135M-Instruct")
     files = []
@@ -76,7 +92,7 @@ def run_demo(out_dir: Path = DEFAULT_OUT, types: tuple[str, ...] = DEFAULT_TYPES
             files.append(dst)
     corpus = load_text(text) if text else embedded_corpus()
     results = timed("ppl + KLD", evaluate, files, ref=f16, text=corpus, ctx=CTX, chunks=chunks)
-    result = DemoResult(out_dir, manifest, plot, out_dir / "report.md", out_dir / "results.json", results,
+    result = DemoResult(out_dir, manifest, plot, out_dir / REPORT_NAME, out_dir / RESULTS_NAME, results,
                         timed.seconds)
     write_results(result, outcome.manifest, corpus, chunks, CTX)
     return result

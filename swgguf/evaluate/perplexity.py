@@ -17,7 +17,7 @@ from typing import Sequence
 
 from .. import __version__, runtime
 from ..errors import SwggufError
-from ..formats.sidecar import census
+from ..formats.census import census
 from ..progress import Progress, no_progress
 from .evaluator import Evaluator, ModelSpec, as_spec, check_inputs, check_same_vocab, run_windows
 from .stats import KldStats, PplStats

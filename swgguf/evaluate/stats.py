@@ -117,8 +117,13 @@ class KldAccumulator:
         if targets is not None:
             self._dp.append(dp)
 
+    def values(self) -> np.ndarray:
+        """KL divergence of every token added so far, in order (for paired comparisons of
+        files scored on the same tokens)."""
+        return np.concatenate(self._kld) if self._kld else np.zeros(0)
+
     def stats(self) -> KldStats:
-        k = np.concatenate(self._kld) if self._kld else np.zeros(0)
+        k = self.values()
         if k.size == 0:
             raise SwggufError("no tokens compared")
         dp = np.concatenate(self._dp) if self._dp else None

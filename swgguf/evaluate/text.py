@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import SwggufError
+from ..formats.files import write_text
 from ..runtime import vocab
 
 CORPUS_FILE = "corpus_en.txt"
@@ -100,8 +101,7 @@ def calibration_slice(text: str | Path, out: str | Path, start: float, stop: flo
     a, b = int(len(raw) * start), int(len(raw) * stop)
     a = raw.rfind("\n", 0, a) + 1 if a > 0 else 0
     b = len(raw) if stop >= 1 else raw.rfind("\n", 0, b) + 1
-    Path(out).write_text(raw[a:b], encoding="utf-8")
-    return Path(out)
+    return write_text(raw[a:b], out)
 
 
 def text_windows(model: str | Path, text: Text, ctx: int, chunks: int | None, llama_compat: bool) -> list[Window]:

@@ -19,11 +19,14 @@ import gguf
 import numpy as np
 
 from ..errors import SwggufError
-from .files import atomic_output
+from .files import atomic_output, same_file
 
 GGUF_MAGIC = b"GGUF"
 KEY_ARCHITECTURE = "general.architecture"
 KEY_FILE_TYPE = "general.file_type"
+KEY_TOKENIZER_MODEL = "tokenizer.ggml.model"
+KEY_TOKENS = "tokenizer.ggml.tokens"
+NO_TOKENIZER = ("no_vocab", "none")  # llama.cpp's names of "no tokenizer" (LLAMA_VOCAB_TYPE_NONE)
 FLOAT_TYPES = frozenset({gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16,
                          gguf.GGMLQuantizationType.BF16})
 
@@ -44,6 +47,19 @@ def check_gguf(path: str | Path) -> None:
         magic = f.read(4)
     if magic != GGUF_MAGIC:
         raise SwggufError(f"not a GGUF file (starts with {magic!r}, expected {GGUF_MAGIC!r})", path)
+
+
+def check_tokenizer(path: str | Path) -> None:
+    """Refuse, before llama.cpp aborts on it (llama-vocab.cpp), a GGUF without a
+    tokenizer (e.g. one made by swgguf.synthetic): reading a text needs one."""
+    reader = open_gguf(path)
+    model = field_value(reader, KEY_TOKENIZER_MODEL)
+    tokens = reader.get_field(KEY_TOKENS)
+    if model is None or model in NO_TOKENIZER:
+        shown = "absent" if model is None else repr(model)
+        raise SwggufError(f"the model has no tokenizer ({KEY_TOKENIZER_MODEL} {shown}): it cannot read a text", path)
+    if tokens is None or not tokens.data:
+        raise SwggufError(f"the model has no tokenizer (no {KEY_TOKENS}): it cannot read a text", path)
 
 
 def open_gguf(path: str | Path) -> gguf.GGUFReader:
@@ -143,7 +159,7 @@ def copy_keys(reader: gguf.GGUFReader, writer: gguf.GGUFWriter, skip: Collection
 
 def copy_gguf(src: str | Path | gguf.GGUFReader, dst: str | Path, *, add: Tensors = (),
               replace: Mapping[str, np.ndarray] | None = None, drop: Collection[str] = (),
-              kv: Mapping[str, object] | None = None) -> Path:
+              kv: Mapping[str, object] | None = None, drop_keys: Collection[str] = ()) -> Path:
     """Copy GGUF ``src`` (a path or a reader) to ``dst``, atomically.
 
     Keys and tensor bytes are copied unchanged, as gguf-py's gguf_new_metadata.py
@@ -154,7 +170,7 @@ def copy_gguf(src: str | Path | gguf.GGUFReader, dst: str | Path, *, add: Tensor
     """
     reader = src if isinstance(src, gguf.GGUFReader) else open_gguf(src)
     dst = Path(dst)
-    if dst.exists() and dst.resolve() == Path(reader.data.filename).resolve():
+    if same_file(dst, reader.data.filename):
         raise SwggufError("output would overwrite the input", dst)
     kept = [t for t in reader.tensors if t.name not in drop]
     data = {t.name: _replacement(t, (replace or {}).get(t.name)) for t in kept}
@@ -162,7 +178,7 @@ def copy_gguf(src: str | Path | gguf.GGUFReader, dst: str | Path, *, add: Tensor
     with atomic_output(dst) as tmp:
         writer = gguf.GGUFWriter(str(tmp), arch=field_value(reader, KEY_ARCHITECTURE),
                                  endianess=reader.endianess)
-        copy_keys(reader, writer, skip=set(kv or {}))
+        copy_keys(reader, writer, skip=set(kv or {}) | set(drop_keys))
         for key, value in (kv or {}).items():
             add_key_value(writer, key, value)
         for t in kept:

@@ -24,31 +24,38 @@ except at the scalar's row. None of these names ends in ``weight``, so
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, NamedTuple
 
 import gguf
 import numpy as np
 
 from ..errors import SwggufError
 from . import gguf_io
+from .sidecar_hash import swg64
 
 __all__ = [
-    "SIDECAR_VERSION", "KEY_VERSION", "KEY_TENSORS", "KEY_WEIGHT_TYPES", "KEY_SWGGUF_VERSION",
+    "SIDECAR_VERSION", "UNHASHED_VERSION", "KEY_VERSION", "KEY_TENSORS", "KEY_WEIGHT_TYPES", "KEY_WEIGHT_HASHES",
+    "KEY_SWGGUF_VERSION", "LOOKUP_WEIGHTS", "weight_hash", "sidecar_tensor_names",
     "KEY_PROVENANCE_PREFIX", "SUFFIX_COLS", "SUFFIX_RESID", "SUFFIX_SW_POS", "SUFFIX_SW_VAL", "SUFFIXES",
     "WEIGHT_SUFFIX", "MAX_COLS", "RESID_BYTES", "INDEX_BYTES", "column_bytes", "sidecar_base", "weight_base",
     "Sidecar", "validate_arrays", "build_sidecar", "read_sidecars", "sidecars_from_reader", "sidecar_keys",
-    "write_with_sidecars", "replace_sidecars", "Census", "census",
+    "write_with_sidecars", "replace_sidecars",
 ]
 
 # --- format constants -------------------------------------------------------
 
-SIDECAR_VERSION = 1
+# version 2 binds each sidecar to a hash of its weight's bytes; version 1 (no hash)
+# is still read, with a warning that it cannot be checked
+SIDECAR_VERSION = 2
+UNHASHED_VERSION = 1
 
-KEY_VERSION = "swgguf.sidecar.version"            # u32
-KEY_TENSORS = "swgguf.sidecar.tensors"            # [string]: protected weight base names
-KEY_WEIGHT_TYPES = "swgguf.sidecar.weight_types"  # [u32]: GGML type of each weight, same order
+KEY_VERSION = "swgguf.sidecar.version"              # u32
+KEY_TENSORS = "swgguf.sidecar.tensors"              # [string]: protected weight base names
+KEY_WEIGHT_TYPES = "swgguf.sidecar.weight_types"    # [u32]: GGML type of each weight, same order
+KEY_WEIGHT_HASHES = "swgguf.sidecar.weight_hashes"  # [u64]: swg64 of each weight's bytes, same order
 # provenance (informational; the runtime does not read these)
 KEY_SWGGUF_VERSION = "swgguf.version"
 KEY_PROVENANCE_PREFIX = "swgguf.provenance."
@@ -59,6 +66,9 @@ SUFFIX_SW_POS = ".swg_sw_pos"
 SUFFIX_SW_VAL = ".swg_sw_val"
 SUFFIXES = (SUFFIX_COLS, SUFFIX_RESID, SUFFIX_SW_POS, SUFFIX_SW_VAL)
 WEIGHT_SUFFIX = ".weight"
+# weights the graph reads by row (get_rows), not through a matmul: a sidecar there would
+# correct at most a tied output projection, never the lookup, so it is refused
+LOOKUP_WEIGHTS = ("token_embd", "per_layer_token_embd", "position_embd", "token_types")
 
 # A column costs n_out * 2 bytes in the file and n_out * 4 + n_in * 4 bytes at
 # run time; the cap keeps a crafted file from asking for gigabytes.
@@ -80,6 +90,19 @@ def sidecar_base(tensor_name: str) -> str | None:
         if tensor_name.endswith(suffix):
             return tensor_name[: -len(suffix)]
     return None
+
+
+def sidecar_tensor_names(reader: gguf.GGUFReader) -> list[str]:
+    """The names of a file's sidecar tensors."""
+    return [t.name for t in reader.tensors if sidecar_base(t.name) is not None]
+
+
+def weight_hash(t: gguf.ReaderTensor) -> int:
+    """swg64 of a tensor's bytes as stored in the file."""
+    raw = np.asarray(t.data).reshape(-1).view(np.uint8)
+    if raw.size != int(t.n_bytes):
+        raise SwggufError(f"tensor '{t.name}' holds {raw.size} bytes, expected {int(t.n_bytes)}")
+    return swg64(raw)
 
 
 def weight_base(weight_name: str) -> str:
@@ -242,8 +265,8 @@ def sidecars_from_reader(reader: gguf.GGUFReader, path: str | Path = "") -> dict
             parts.setdefault(base, {})[name[len(base):]] = t
     listed = _listed_sidecars(reader, parts, path)
     out = {}
-    for base, weight_type in listed.items():
-        sidecar = _sidecar_from_parts(base, parts[base], tensors.get(base + WEIGHT_SUFFIX), weight_type, path)
+    for base, rec in listed.items():
+        sidecar = _sidecar_from_parts(base, parts[base], tensors.get(base + WEIGHT_SUFFIX), rec, path)
         try:
             sidecar.validate()
         except SwggufError as err:
@@ -252,24 +275,97 @@ def sidecars_from_reader(reader: gguf.GGUFReader, path: str | Path = "") -> dict
     return out
 
 
-def _listed_sidecars(reader: gguf.GGUFReader, parts: Mapping[str, object], path: str | Path) -> dict[str, int]:
-    """Base -> weight type, as the keys list them; they must list exactly the sidecars present."""
-    version = gguf_io.field_value(reader, KEY_VERSION)
+_warned_unhashed: set[str] = set()
+
+
+class Record(NamedTuple):
+    """What the keys record of one protected weight."""
+
+    weight_type: int
+    weight_hash: int | None  # None in a version-1 file
+
+
+def _key(reader: gguf.GGUFReader, key: str, types: list[gguf.GGUFValueType]) -> object:
+    """The value of ``key`` if it is stored with exactly ``types`` (the runtime reads no other), else None."""
+    f = reader.get_field(key)
+    return f.contents() if f is not None and list(f.types) == types else None
+
+
+def _listed_sidecars(reader: gguf.GGUFReader, parts: Mapping[str, object], path: str | Path) -> dict[str, Record]:
+    """Base -> record, as the keys list them; they must list exactly the sidecars present."""
     if not parts:
-        if version is not None:
+        if reader.get_field(KEY_VERSION) is not None:
             raise SwggufError(f"{KEY_VERSION} is set but the file holds no sidecar tensor", path)
         return {}
-    if version != SIDECAR_VERSION:
-        raise SwggufError(f"{KEY_VERSION} is {version!r}, expected {SIDECAR_VERSION}", path)
-    listed = list(gguf_io.field_value(reader, KEY_TENSORS) or [])
-    types = list(gguf_io.field_value(reader, KEY_WEIGHT_TYPES) or [])
-    if len(listed) != len(types) or sorted(listed) != sorted(parts):
-        raise SwggufError(f"{KEY_TENSORS} lists {sorted(listed)} but the file has sidecars for {sorted(parts)}", path)
-    return dict(zip(listed, (int(t) for t in types)))
+    version = _key(reader, KEY_VERSION, [gguf.GGUFValueType.UINT32])
+    if version not in (SIDECAR_VERSION, UNHASHED_VERSION):
+        raise SwggufError(f"{KEY_VERSION} must be the uint32 {UNHASHED_VERSION} or {SIDECAR_VERSION}", path)
+    arr = gguf.GGUFValueType.ARRAY
+    listed = _key(reader, KEY_TENSORS, [arr, gguf.GGUFValueType.STRING])
+    types = _key(reader, KEY_WEIGHT_TYPES, [arr, gguf.GGUFValueType.UINT32])
+    if listed is None or types is None or len(listed) != len(types):  # type: ignore[arg-type]
+        raise SwggufError(f"{KEY_TENSORS} (strings) and {KEY_WEIGHT_TYPES} (uint32) must be arrays of one length", path)
+    hashes: list = [None] * len(listed)  # type: ignore[arg-type]
+    if version == SIDECAR_VERSION:
+        hashes = _key(reader, KEY_WEIGHT_HASHES, [arr, gguf.GGUFValueType.UINT64])  # type: ignore[assignment]
+        if hashes is None or len(hashes) != len(listed):  # type: ignore[arg-type]
+            raise SwggufError(f"{KEY_WEIGHT_HASHES} must be an array of uint64 as long as {KEY_TENSORS}", path)
+    elif str(path) not in _warned_unhashed:  # once per file: ablate reads a file several times
+        _warned_unhashed.add(str(path))
+        print(f"swgguf: warning: {path}: sidecar version {UNHASHED_VERSION} records no hash of its weights: "
+              "cannot check that the residuals still match the weight bytes", file=sys.stderr)
+    if len(set(listed)) != len(listed) or sorted(listed) != sorted(parts):  # type: ignore[arg-type]
+        raise SwggufError(f"{KEY_TENSORS} lists {sorted(listed)} but the file has sidecars for {sorted(parts)}", path)  # type: ignore[arg-type]
+    return {b: Record(int(t), h) for b, t, h in zip(listed, types, hashes)}  # type: ignore[call-overload]
+
+
+def _type_name(value: int) -> str:
+    try:
+        return gguf.GGMLQuantizationType(value).name
+    except ValueError:
+        return f"type {value} (no GGML type)"
+
+
+def _check_weight(base: str, weight: gguf.ReaderTensor | None, rec: Record, path: str | Path) -> tuple[int, int]:
+    """The weight a sidecar corrects: a 2-D tensor the graph multiplies, of the recorded type and
+    bytes. Returns its (n_out, n_in)."""
+    if weight is None:
+        raise SwggufError(f"sidecar for '{base}{WEIGHT_SUFFIX}', which is not in the file", path)
+    if base in LOOKUP_WEIGHTS:
+        raise SwggufError(f"sidecar of '{base}': the weight is read by row lookup (get_rows), "
+                          "which no sidecar corrects", path)
+    ne = _ne4(weight)
+    if not (ne[1] > 1 and ne[2] == ne[3] == 1):
+        raise SwggufError(f"sidecar for '{base}{WEIGHT_SUFFIX}' of ne {ne}: only 2-D weights can carry a sidecar", path)
+    if int(weight.tensor_type) != rec.weight_type:
+        raise SwggufError(f"'{base}{WEIGHT_SUFFIX}' is {weight.tensor_type.name} but its sidecar was made for "
+                          f"{_type_name(rec.weight_type)}: the residuals are stale", path)
+    if rec.weight_hash is not None and weight_hash(weight) != int(rec.weight_hash):
+        raise SwggufError(f"the bytes of '{base}{WEIGHT_SUFFIX}' hash to {weight_hash(weight):016x} but its sidecar "
+                          f"was made for {int(rec.weight_hash):016x}: the residuals are stale", path)
+    return ne[1], ne[0]
+
+
+def _ne4(t: gguf.ReaderTensor) -> list[int]:
+    """GGUF ne padded with 1s to 4 dimensions: llama.cpp's writer drops trailing 1s (a
+    one-scalar swg_sw_pos [2, 1] is stored as [2]), so shapes compare in this form."""
+    ne = [int(d) for d in t.shape]
+    return ne + [1] * (4 - len(ne))
+
+
+def _part(base: str, have: Mapping[str, gguf.ReaderTensor], suffix: str, qtype: gguf.GGMLQuantizationType,
+          ne: tuple[int, int], path: str | Path) -> np.ndarray:
+    """A sidecar tensor of the given type and ne, as a numpy array of shape (ne1, ne0)."""
+    t = have[suffix]
+    if t.tensor_type != qtype:
+        raise SwggufError(f"sidecar of '{base}': {suffix} has type {t.tensor_type.name}, expected {qtype.name}", path)
+    if _ne4(t) != [ne[0], ne[1], 1, 1]:
+        raise SwggufError(f"sidecar of '{base}': {suffix} has ne {_ne4(t)}, expected [{ne[0]}, {ne[1]}]", path)
+    return np.asarray(t.data).reshape(ne[1], ne[0])
 
 
 def _sidecar_from_parts(base: str, have: Mapping[str, gguf.ReaderTensor], weight: gguf.ReaderTensor | None,
-                        weight_type: int, path: str | Path) -> Sidecar:
+                        rec: Record, path: str | Path) -> Sidecar:
     """One sidecar from its tensors, checked against its weight (not yet validated)."""
     for pair in ((SUFFIX_COLS, SUFFIX_RESID), (SUFFIX_SW_POS, SUFFIX_SW_VAL)):
         present = [s in have for s in pair]
@@ -277,48 +373,48 @@ def _sidecar_from_parts(base: str, have: Mapping[str, gguf.ReaderTensor], weight
             raise SwggufError(f"sidecar of '{base}' has {pair[present.index(True)]} without its pair", path)
     if SUFFIX_COLS not in have:
         raise SwggufError(f"sidecar of '{base}' has no {SUFFIX_COLS}", path)
-    if weight is None:
-        raise SwggufError(f"sidecar for '{base}{WEIGHT_SUFFIX}', which is not in the file", path)
-    if int(weight.tensor_type) != weight_type:
-        raise SwggufError(f"'{base}{WEIGHT_SUFFIX}' is {weight.tensor_type.name} but its sidecar was made for "
-                          f"{gguf.GGMLQuantizationType(weight_type).name}: the residuals are stale", path)
-    shape = gguf_io.tensor_shape(weight)
-    if len(shape) != 2:
-        raise SwggufError(f"sidecar for '{base}{WEIGHT_SUFFIX}' of {len(shape)} dimensions (2 needed)", path)
-
-    def arr(suffix: str, empty: np.ndarray) -> np.ndarray:
-        t = have.get(suffix)
-        return empty if t is None else np.asarray(t.data).reshape(gguf_io.tensor_shape(t))
-
-    return Sidecar(base=base, shape=shape,  # type: ignore[arg-type]
-                   cols=arr(SUFFIX_COLS, np.zeros(0, np.int32)), resid=arr(SUFFIX_RESID, np.zeros((0, 0), np.float16)),
-                   sw_pos=arr(SUFFIX_SW_POS, np.zeros((0, 2), np.int32)),
-                   sw_val=arr(SUFFIX_SW_VAL, np.zeros((0,), np.float16)))
+    n_out, n_in = _check_weight(base, weight, rec, path)
+    k = _ne4(have[SUFFIX_COLS])[0]
+    if not 1 <= k <= min(n_in, MAX_COLS):
+        raise SwggufError(f"sidecar of '{base}': swg_cols has {k} entries, expected 1..{min(n_in, MAX_COLS)}", path)
+    cols = _part(base, have, SUFFIX_COLS, gguf.GGMLQuantizationType.I32, (k, 1), path).reshape(k)
+    resid = _part(base, have, SUFFIX_RESID, gguf.GGMLQuantizationType.F16, (k, n_out), path)
+    sw_pos, sw_val = np.zeros((0, 2), np.int32), np.zeros((0,), np.float16)
+    if SUFFIX_SW_POS in have:
+        s = _ne4(have[SUFFIX_SW_POS])[1]
+        sw_pos = _part(base, have, SUFFIX_SW_POS, gguf.GGMLQuantizationType.I32, (2, s), path)
+        sw_val = _part(base, have, SUFFIX_SW_VAL, gguf.GGMLQuantizationType.F16, (s, 1), path).reshape(s)
+        if s < 1:
+            raise SwggufError(f"sidecar of '{base}': {SUFFIX_SW_POS} lists no scalar", path)
+    return Sidecar(base=base, shape=(n_out, n_in), cols=cols, resid=resid, sw_pos=sw_pos, sw_val=sw_val)
 
 
 # --- writing ----------------------------------------------------------------------
 
 
-def sidecar_keys(bases: Iterable[str], weight_types: Mapping[str, int]) -> dict[str, object]:
-    """The keys that list the sidecars ``bases`` (in order) and their weights' types."""
+def sidecar_keys(bases: Iterable[str], weights: Mapping[str, gguf.ReaderTensor]) -> dict[str, object]:
+    """The keys that list the sidecars ``bases`` (in order) and their weights' types and hashes,
+    from ``weights`` (tensor name -> tensor of the file the sidecars go into)."""
     bases = list(bases)
+    ws = [weights[b + WEIGHT_SUFFIX] for b in bases]
     return {KEY_VERSION: (SIDECAR_VERSION, gguf.GGUFValueType.UINT32),
             KEY_TENSORS: bases,
-            KEY_WEIGHT_TYPES: ([weight_types[b + WEIGHT_SUFFIX] for b in bases], gguf.GGUFValueType.UINT32)}
+            KEY_WEIGHT_TYPES: ([int(w.tensor_type) for w in ws], gguf.GGUFValueType.UINT32),
+            KEY_WEIGHT_HASHES: ([weight_hash(w) for w in ws], gguf.GGUFValueType.UINT64)}
 
 
 def write_with_sidecars(src: str | Path, dst: str | Path, sidecars: Mapping[str, Sidecar],
                         extra_kv: Mapping[str, object] | None = None) -> Path:
     """Copy GGUF ``src`` to ``dst`` adding validated ``sidecars`` and the sidecar keys."""
     reader = gguf_io.open_gguf(src)
-    weight_types = {t.name: int(t.tensor_type) for t in reader.tensors}
+    weights = {t.name: t for t in reader.tensors}
     for base, sc in sidecars.items():
         sc.validate()
-        if base + WEIGHT_SUFFIX not in weight_types:
+        if base + WEIGHT_SUFFIX not in weights:
             raise SwggufError(f"no tensor '{base}{WEIGHT_SUFFIX}' for its sidecar", src)
-        if any(name in weight_types for name, _ in sc.tensors()):
+        if any(name in weights for name, _ in sc.tensors()):
             raise SwggufError(f"'{base}' already has a sidecar", src)
-    kv = sidecar_keys(sidecars, weight_types) if sidecars else {}
+    kv = sidecar_keys(sidecars, weights) if sidecars else {}
     kv.update(extra_kv or {})
     tensors = [t for sc in sidecars.values() for t in sc.tensors()]
     return gguf_io.copy_gguf(reader, dst, add=tensors, kv=kv)
@@ -329,45 +425,12 @@ def replace_sidecars(src: str | Path, dst: str | Path, changed: Mapping[str, Sid
     the file's own for those weights (or added); the others are kept as they are."""
     reader = gguf_io.open_gguf(src)
     existing = sidecars_from_reader(reader, src)
-    weight_types = {t.name: int(t.tensor_type) for t in reader.tensors}
+    weights = {t.name: t for t in reader.tensors}
     for base, sc in changed.items():
         sc.validate()
-        if base + WEIGHT_SUFFIX not in weight_types:
+        if base + WEIGHT_SUFFIX not in weights:
             raise SwggufError(f"no tensor '{base}{WEIGHT_SUFFIX}' for its sidecar", src)
     final = {**existing, **changed}
     drop = {t.name for t in reader.tensors if sidecar_base(t.name) in changed}
     tensors = [t for sc in changed.values() for t in sc.tensors()]
-    return gguf_io.copy_gguf(reader, dst, add=tensors, drop=drop, kv=sidecar_keys(final, weight_types))
-
-
-# --- what a file's tensors weigh -----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Census:
-    """A GGUF's tensors by kind: the model's own (weights, norms, ...) and its sidecars."""
-
-    file_bytes: int
-    file_type: str  # llama.cpp's name of general.file_type, e.g. Q4_K_M
-    n_params: int  # elements of the model's tensors
-    weight_bytes: int  # bytes of the model's tensors
-    sidecar_bytes: int
-    tensor_types: dict[str, tuple[int, int]]  # type of the model's tensors -> (tensors, bytes), by name
-
-
-def census(path: str | Path) -> Census:
-    reader = gguf_io.open_gguf(path)
-    types: dict[str, list[int]] = {}
-    weight_bytes = n_params = side_bytes = 0
-    for t in reader.tensors:
-        if sidecar_base(t.name) is not None:
-            side_bytes += int(t.n_bytes)
-            continue
-        weight_bytes += int(t.n_bytes)
-        n_params += int(t.n_elements)
-        entry = types.setdefault(t.tensor_type.name, [0, 0])
-        entry[0] += 1
-        entry[1] += int(t.n_bytes)
-    file_type = gguf_io.field_value(reader, gguf_io.KEY_FILE_TYPE)
-    return Census(Path(path).stat().st_size, gguf_io.file_type_name(None if file_type is None else int(file_type)),
-                  n_params, weight_bytes, side_bytes, {k: (v[0], v[1]) for k, v in sorted(types.items())})
+    return gguf_io.copy_gguf(reader, dst, add=tensors, drop=drop, kv=sidecar_keys(final, weights))

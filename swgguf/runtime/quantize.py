@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import SwggufError
-from ..formats.files import atomic_output, check_output_dir
+from ..formats.files import atomic_output, check_outputs
 from ..formats.gguf_io import check_gguf
 from ..formats.imatrix import Imatrix
 from ..progress import Progress, no_progress
+from .forked import run_forked
 from .llm import GGML_LOG_LEVEL_ERROR, import_llama_cpp, log_sink
 
 # llama-quantize's aliases (tools/quantize/quantize.cpp QUANT_OPTIONS)
@@ -167,9 +168,7 @@ def quantize(
     llama_cpp = import_llama_cpp()
     src, dst = Path(src), Path(dst)
     check_gguf(src)
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise SwggufError("output would overwrite the input", dst)
-    check_output_dir(dst)
+    check_outputs([("the output", dst)], [src])
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftype_value(ftype)
     params.pure = pure
@@ -194,19 +193,25 @@ def quantize(
 
 
 def _run_native(llama_cpp, src: Path, tmp: Path, params, progress: Progress) -> None:
-    """``llama_model_quantize`` with its log read for per-tensor progress and for the
-    reason of a failure."""
+    """``llama_model_quantize`` in a child process (runtime/forked.py: so that Ctrl-C
+    stops it), its log read here for per-tensor progress and for the reason of a failure."""
     errors: list[str] = []
 
-    def read(level: int, line: str) -> None:
+    def read(message: object) -> None:
+        level, line = message
         if level == GGML_LOG_LEVEL_ERROR and line.strip():
             errors.append(line.strip())
         match = _PROGRESS_LINE.match(line.lstrip())
         if match:
             progress(STAGE, int(match.group(1)), int(match.group(2)), match.group(3))
 
-    with log_sink(read):
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
+    def native(send) -> int:
+        with log_sink(lambda level, line: send((level, line))):
+            return llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
+
+    rc = run_forked(native, read)
+    if rc is None:
+        raise SwggufError(f"llama_model_quantize crashed{': ' + errors[-1] if errors else ''}", src)
     if rc != 0:
         reason = next((e for e in reversed(errors) if "failed to quantize" in e), errors[-1] if errors else "")
         reason = reason.split("failed to quantize:", 1)[-1].strip()

@@ -23,7 +23,7 @@ from swgguf import conversion as cv
 from swgguf import synthetic
 from swgguf.cli import main as cli_main
 from swgguf.errors import SwggufError
-from swgguf.formats import manifest, sidecar
+from swgguf.formats import gguf_io, manifest, sidecar
 from swgguf.formats.files import sha256_file
 from swgguf.formats.imatrix import load_imatrix, save_imatrix
 from swgguf.protect import provenance as prov
@@ -375,6 +375,26 @@ def test_requantize_dequantizes_first(tmp_path, tiny_f32):
     report = cv.convert(q8, tmp_path / "q4.gguf", cv.ConvertOptions.from_flags(ftype="Q4_K_M", allow_requantize=True))
     assert any("reference is the dequantized model" in w for w in report.warnings)
     assert "Q4_K" in report.tensor_types
+
+
+@pytest.mark.parametrize("protect_again", [False, True])
+def test_convert_drops_the_sidecar_of_its_input(tmp_path, protected, tiny_imatrix, protect_again):
+    """A protected file converted again: llama-quantize would copy the old sidecar (made for
+    the input's bytes) into the output; convert drops its tensors and swgguf keys first,
+    says so in one warning, and the output's sidecar, if any, fits the output's bytes."""
+    src = protected[0].output
+    opts = cv.ConvertOptions.from_flags(ftype="Q4_K_M", allow_requantize=True, protect_sw=protect_again,
+                                        salience_imatrix=tiny_imatrix if protect_again else None)
+    report = cv.convert(src, tmp_path / "again.gguf", opts)
+    dropped = [w for w in report.warnings if "carries a swgguf sidecar" in w]
+    assert len(dropped) == 1 and "\n" not in dropped[0]
+    reader = gguf_io.open_gguf(report.output)
+    keys = {k for k in reader.fields if k.startswith("swgguf.")}
+    if protect_again:
+        assert sidecar.read_sidecars(report.output)  # hashes checked against the new bytes
+        assert keys >= {sidecar.KEY_VERSION, sidecar.KEY_WEIGHT_HASHES}
+    else:
+        assert not sidecar.sidecar_tensor_names(reader) and not keys
 
 
 def test_write_failure_is_a_clear_error(tmp_path, tiny_f32):

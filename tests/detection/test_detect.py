@@ -225,7 +225,7 @@ def test_bad_inputs(tmp_path, capsys, tiny_llama):
     assert_one_line_error(*run_cli(capsys, str(unknown))[::2], "unsupported architecture 'no-such-arch'")
 
     assert_one_line_error(*run_cli(capsys, str(tiny_llama), "--out", str(tiny_llama / "config.json"))[::2],
-                          "overwrite an input")
+                          "overwrite the input")
     assert (tiny_llama / "config.json").read_text().startswith("{")
 
 

@@ -1,0 +1,149 @@
+"""``swgguf convert --target-size``: measure, plan, and make the file through the
+ordinary conversion pieces (llama.cpp's quantizer with the plan's ``--tensor-type``
+overrides, the protection engine with the plan's columns), then check its size.
+
+The plan is recorded in the file as ``swgguf.provenance.plan`` (JSON) with
+``swgguf.provenance.target_bytes``; a types-only file (``--no-sidecar``, or a plan
+without columns) is a stock llama.cpp file with those two keys added.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SwggufError
+from ..formats.files import publish, work_dir
+from ..formats.gguf_io import copy_gguf
+from ..formats.sidecar import KEY_PROVENANCE_PREFIX, write_with_sidecars
+from ..conversion import ConvertOptions, ConvertReport, summarize
+from ..conversion.calibration import QuantImatrix, quantization_imatrix, salience_statistics
+from ..conversion.inputs import check_paths, prepare_input
+from ..conversion.pipeline import quantize_plain
+from ..progress import Progress, no_progress
+from ..protect import ProtectOptions, Statistics, protect
+from ..protect.provenance import provenance
+from ..protect.salience import TensorQuant, salience
+from .measure import LADDER, measure_tables, override_patterns
+from .planner import Plan, plan, trajectory
+from .tables import Tables
+
+KEY_PLAN = KEY_PROVENANCE_PREFIX + "plan"
+KEY_TARGET = KEY_PROVENANCE_PREFIX + "target_bytes"
+RESERVE = 8192  # bytes kept free for the provenance keys and scalar-only sidecars
+MAX_TRIES = 3  # replans when the written file overshoots the prediction
+
+
+@dataclass
+class SizedResult:
+    report: ConvertReport
+    plan: Plan
+    tables: Tables
+
+
+def convert_to_size(src: str | Path, dst: str | Path, target: int, opts: ConvertOptions, *, sidecar: bool = True,
+                    ladder: tuple[str, ...] = LADDER, tables: Tables | None = None, column_weight: float = 1.0,
+                    progress: Progress = no_progress) -> SizedResult:
+    """``src`` converted to ``dst`` (atomic) as the plan for ``target`` file bytes says;
+    ``tables`` measured beforehand (same model, base mixture and imatrix) skip the
+    measurement; ``column_weight``: see :func:`.planner.trajectory`."""
+    def run(job: "_SizedJob") -> SizedResult:
+        t = tables
+        if t is None:
+            t = measure_tables(job.float_path, job.stats.imatrix, job.work, base_ftype=opts.quant.ftype,
+                               quant_imatrix=job.quant.imatrix if job.quant else None,
+                               imatrix_file=job.quant.recorded_as if job.quant else None, ladder=ladder,
+                               nthread=opts.quant.nthread, progress=progress)
+        return job.fit(Path(dst), target, t, sidecar, column_weight)
+    return _in_work(src, dst, opts, progress, run)
+
+
+def write_plan(src: str | Path, dst: str | Path, p: Plan, opts: ConvertOptions,
+               progress: Progress = no_progress) -> ConvertReport:
+    """``src`` converted to ``dst`` as plan ``p`` says, whatever its size (experiments:
+    bench/proxy_validation.py)."""
+    def run(job: "_SizedJob") -> ConvertReport:
+        out, protection = job.make(p, p.budget)
+        publish(out, dst)
+        return summarize(Path(dst), opts.quant.ftype, protection, job.warnings, job.quant is not None)
+    return _in_work(src, dst, opts, progress, run)
+
+
+def _in_work(src: str | Path, dst: str | Path, opts: ConvertOptions, progress: Progress, run):
+    """``run(job)`` with the float input, imatrix and statistics prepared in a work folder
+    beside ``dst`` (removed at the end)."""
+    src, dst = Path(src), Path(dst)
+    opts.validate()
+    if opts.quant.tensor_types:
+        raise SwggufError("--tensor-type and --target-size are exclusive: the optimizer sets the types")
+    check_paths(src, dst, opts)
+    with work_dir(dst.parent, "convert") as tmp:
+        work, warnings = Path(tmp), []
+        try:
+            float_path = prepare_input(src, work, opts.quant, warnings)
+            quant = quantization_imatrix(float_path, opts.quant, work, progress)
+            stats = salience_statistics(float_path, quant, opts.protect or ProtectOptions(), opts.quant, work,
+                                        progress)
+            return run(_SizedJob(float_path, work, opts, quant, stats, warnings, progress))
+        except OSError as err:
+            raise SwggufError(f"cannot write ({err.strerror or err})", dst) from None
+
+
+@dataclass
+class _SizedJob:
+    float_path: Path
+    work: Path
+    opts: ConvertOptions
+    quant: QuantImatrix | None
+    stats: Statistics
+    warnings: list[str]
+    progress: Progress
+
+    def fit(self, dst: Path, target: int, tables: Tables, sidecar: bool, column_weight: float = 1.0) -> SizedResult:
+        """Plan, make, check the size; replan with the overshoot taken off if needed."""
+        steps = trajectory(tables, sidecar, column_weight)
+        budget = target - RESERVE
+        for _ in range(MAX_TRIES):
+            p = plan(tables, budget, sidecar, steps)
+            p.budget, p.column_weight = target, column_weight
+            out, protection = self.make(p, target)
+            size = out.stat().st_size
+            if size <= target:
+                publish(out, dst)
+                report = summarize(dst, self.opts.quant.ftype, protection, self.warnings, self.quant is not None)
+                return SizedResult(report, p, tables)
+            budget -= size - target + RESERVE
+        raise SwggufError(f"the planned file is {size} bytes, over the target of {target} bytes after "
+                          f"{MAX_TRIES} plans", dst)
+
+    def make(self, p: Plan, target: int) -> tuple[Path, object]:
+        """The file of plan ``p`` under the work folder, and its protection (or None)."""
+        q = replace(self.opts.quant, tensor_types=override_patterns(p.types))
+        plain = quantize_plain(self.float_path, self.work / "plain.gguf", q, self.quant, self.progress)
+        out = self.work / "planned.gguf"
+        kv: dict[str, object] = {KEY_PLAN: p.to_json(), KEY_TARGET: int(target)}
+        if not p.cols:
+            copy_gguf(plain, out, kv=kv)
+            return out, None
+        prot_opts = ProtectOptions(policy=columns_policy(p.cols),
+                                   manifest=self.opts.protect.manifest if self.opts.protect else None)
+        protection = protect(self.float_path, plain, self.stats, prot_opts, progress=self.progress)
+        self.warnings += protection.warnings
+        keys = provenance(protection, self.stats, ftype=self.opts.quant.ftype, manifest=prot_opts.manifest,
+                          imatrix_in_quantization=self.quant is not None, clip=False)
+        write_with_sidecars(plain, out, protection.sidecars, {**keys, **kv})
+        return out, protection
+
+
+def columns_policy(cols: dict[str, int]):
+    """The column policy of a plan: each tensor's planned number of most salient columns."""
+    def policy(t: TensorQuant) -> np.ndarray:
+        k = min(cols.get(t.name, 0), t.shape[1])
+        if k <= 0:
+            return np.zeros(0, np.int32)
+        s = salience(t)
+        return np.sort(np.argpartition(-s, k - 1)[:k]).astype(np.int32)
+    policy.__name__ = "plan"
+    return policy

@@ -1,0 +1,133 @@
+"""`swgguf convert --target-size` end to end: on the tiny synthetic model through the CLI,
+and on SmolLM2-135M through the library (tables measured once with the real quantizer).
+
+* the written file is at most the target, and records its plan;
+* plans are monotone in size, and a larger target never gives a larger error proxy
+  measured on the written file (gguf-py's dequantization + the sidecar's columns);
+* --no-sidecar writes a stock llama.cpp file (no sidecar tensors) with the plan;
+* a bad SIZE, or one below the smallest plan, is a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from swgguf.conversion import ConvertOptions, QuantOptions, make_f16_reference
+from swgguf.default_model import default_model_path
+from swgguf.errors import SwggufError
+from swgguf.formats import gguf_io
+from swgguf.formats.imatrix import save_imatrix
+from swgguf.formats.census import census
+from swgguf.optimize import (KEY_PLAN, KEY_TARGET, convert_to_size, file_error, measure_tables, plan,
+                             smallest_bytes)
+from swgguf.optimize.measure import planned_names
+from swgguf.protect import ProtectOptions
+from swgguf.conversion.calibration import salience_statistics
+
+
+@pytest.fixture(scope="module")
+def tiny_stats(tmp_path_factory, tiny_weights):
+    """Activation statistics for the tiny model (it has no tokenizer for llama-imatrix):
+    positive mean x² per input channel, one channel 50 x the others, as a real imatrix."""
+    rng = np.random.default_rng(0)
+    names = [n for n, a in tiny_weights.items() if a.ndim == 2 and n != "token_embd.weight"]
+    sums = {}
+    for n in names:
+        v = rng.gamma(2.0, 1.0, tiny_weights[n].shape[1])
+        v[17] *= 50
+        sums[n] = v * 64
+    return save_imatrix(tmp_path_factory.mktemp("im") / "imatrix.gguf", sums,
+                        {n: np.array([64]) for n in names}, ["synthetic"], 1, 64)
+
+
+def swgguf(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "swgguf", *map(str, args)], capture_output=True, text=True)
+
+
+def recorded_plan(path) -> dict:
+    return json.loads(gguf_io.field_value(gguf_io.open_gguf(path), KEY_PLAN))
+
+
+def test_cli_fits_the_target_and_records_the_plan(tiny_f32, tiny_stats, tmp_path) -> None:
+    f32 = tiny_f32.stat().st_size
+    target = f32 // 6  # well above Q2_K's size, well below Q8_0's
+    out = tmp_path / "sized.gguf"
+    proc = swgguf("convert", tiny_f32, "--target-size", str(target), "--imatrix", tiny_stats, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size <= target
+    p = recorded_plan(out)
+    assert p["target_bytes"] == target and p["predicted_bytes"] <= target
+    assert gguf_io.field_value(gguf_io.open_gguf(out), KEY_TARGET) == target
+    assert sum(p["type_counts"].values()) == len(p["types"]) > 0
+    assert "plan:" in proc.stderr
+
+
+def test_cli_no_sidecar_is_a_stock_file(tiny_f32, tiny_stats, tmp_path) -> None:
+    out = tmp_path / "types.gguf"
+    proc = swgguf("convert", tiny_f32, "--target-bpw", "5", "--no-sidecar", "--imatrix", tiny_stats, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    n_params = sum(int(t.n_elements) for t in gguf_io.open_gguf(tiny_f32).tensors)
+    assert out.stat().st_size <= 5 * n_params / 8
+    assert census(out).sidecar_bytes == 0 and recorded_plan(out)["sidecar_cols"] == 0
+
+
+@pytest.mark.parametrize("size,message", [("lots", "is not a size"), ("12 parsecs", "is not a size"),
+                                          ("1000", "below the smallest plan")])
+def test_cli_refuses_a_bad_size_in_one_line(tiny_f32, tiny_stats, tmp_path, size: str, message: str) -> None:
+    out = tmp_path / "bad.gguf"
+    proc = swgguf("convert", tiny_f32, "--target-size", size, "--imatrix", tiny_stats, "-o", out)
+    assert proc.returncode != 0 and not out.exists()
+    # progress bars (stage lines) may come first; the error is one line, and the last
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln]
+    assert errors == [lines[-1]] and message in lines[-1] and "Traceback" not in proc.stderr
+
+
+# --- SmolLM2: measured tables, several sizes -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smol(tmp_path_factory):
+    work = tmp_path_factory.mktemp("sized")
+    ref = make_f16_reference(default_model_path(), work / "ref-f16.gguf")
+    stats = salience_statistics(ref, None, ProtectOptions(), QuantOptions(), work)
+    # three ladder types keep the measurement short; the planner does not care how many
+    tables = measure_tables(ref, stats.imatrix, work, base_ftype="Q4_K_M", ladder=("Q2_K", "Q3_K", "Q4_K"))
+    return work, ref, stats, tables
+
+
+@pytest.mark.slow
+def test_smollm2_larger_targets_give_lower_measured_error(smol) -> None:
+    work, ref, stats, tables = smol
+    floor = smallest_bytes(tables)
+    names = planned_names(ref, stats.imatrix)
+    errors, sizes = [], []
+    for i, extra in enumerate((2 << 20, 6 << 20, 12 << 20)):
+        target = floor + extra
+        out = work / f"sized-{i}.gguf"
+        r = convert_to_size(ref, out, target, ConvertOptions(QuantOptions(), None), tables=tables)
+        assert out.stat().st_size <= target
+        assert recorded_plan(out)["types"] == r.plan.types
+        errors.append(file_error(ref, out, stats.imatrix, names))
+        sizes.append(out.stat().st_size)
+        # the tables predict the written file's error (the same bytes, the same columns)
+        assert errors[-1] == pytest.approx(r.plan.error, rel=0.02)
+    assert errors == sorted(errors, reverse=True) and errors[0] > errors[-1]
+    assert sizes == sorted(sizes)
+
+
+@pytest.mark.slow
+def test_smollm2_below_the_smallest_plan_is_refused(smol) -> None:
+    work, ref, _, tables = smol
+    with pytest.raises(SwggufError, match="below the smallest plan"):
+        convert_to_size(ref, work / "small.gguf", smallest_bytes(tables) - 1, ConvertOptions(QuantOptions(), None),
+                        tables=tables)
+    assert not (work / "small.gguf").exists()
+    # types-only and with-sidecar plans for one size: the sidecar only where it buys more
+    target = smallest_bytes(tables) + (4 << 20)
+    assert plan(tables, target, sidecar=True).error <= plan(tables, target, sidecar=False).error
