@@ -18,6 +18,7 @@ import re
 from typing import Callable, Protocol
 
 # a build tool's step counter: CMake's Makefiles "[ 45%] Building ...", ninja's "[12/200] Building ..."
+_MADE = re.compile(r"(?:\s-o\s+|(?:object|library|executable)\s+)(\S+)")
 _STEP = re.compile(r"\[\s*(\d+)%\]\s*(.*)|\[(\d+)/(\d+)\]\s*(.*)")
 
 
@@ -51,7 +52,14 @@ def message_reporter(progress: Progress) -> Callable[[str], None]:
             stage = message
             progress(message, 0, 0, "")
         elif step.group(1) is not None:
-            progress(stage, int(step.group(1)), 100, step.group(2))
+            progress(stage, int(step.group(1)), 100, build_item(step.group(2)))
         else:
-            progress(stage, int(step.group(3)), int(step.group(4)), step.group(5))
+            progress(stage, int(step.group(3)), int(step.group(4)), build_item(step.group(5)))
     return report
+
+
+def build_item(line: str) -> str:
+    """What a compiler line makes, in a few characters: the output file's name (``-o X``,
+    ``Building CXX object X``, ``Linking ... X``), else the line's start."""
+    made = _MADE.search(line)
+    return made.group(1).rsplit("/", 1)[-1] if made else line.strip()[:60]

@@ -102,8 +102,7 @@ def test_the_build_log_counts_compiler_steps(plain):
     report("[3/7] Linking CXX executable bin/llama-cli")
     report("[7/7] Linking CXX executable bin/llama-bench")
     assert lines == [
-        "swgguf test: building the llama-cpp-python wheel (minutes) Building C object "
-        "vendor/llama.cpp/ggml/src/CMakeFiles/ggml-base.dir/ggml.c.o 12/100 (10 s)",
+        "swgguf test: building the llama-cpp-python wheel (minutes) ggml.c.o 12/100 (10 s)",
         "swgguf test: building the llama-cpp-python wheel (minutes) 100/100: done in 10.0 s",
         "swgguf test: configuring llama-cli 7/7: done in 0.0 s"]
 
