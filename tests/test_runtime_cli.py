@@ -73,7 +73,8 @@ def test_tools_start_on_libraries_of_the_wheels_compile(tool):
     assert shared >= 2  # at least libggml and libggml-base come from the wheel's compile
     started = subprocess.run([str(build.tools_dir() / tool), "--version"], capture_output=True, text=True,
                              timeout=60)
-    assert started.returncode == 0, started.stderr
+    # llama-quantize has no --version (usage, exit 1); the loader's failure is exit 127
+    assert started.returncode != 127 and "error while loading shared" not in started.stderr, started.stderr
 
 
 def test_the_wheel_holds_only_the_python_package():

@@ -30,12 +30,12 @@ from typing import Callable
 
 from ..errors import SwggufError
 from .pins import LLAMA_CPP_PYTHON_VERSION, SDIST_NAME, patch_files, patches_dir
+from .tools import (TOOLS, TOOLS_RPATH, install_tools, tools_dir, tools_lib_dir, tools_marker_path,  # noqa: F401
+                    tools_up_to_date)
 
 log = logging.getLogger(__name__)
 
 BUILD_MARKER = "_swgguf_build.json"  # written into the wheel's llama_cpp package
-TOOLS = ("llama-cli", "llama-server", "llama-perplexity", "llama-quantize", "llama-imatrix", "llama-bench",
-         "ggml-rpc-server")
 # llama-cpp-python's runtime dependencies (its wheel is installed with --no-deps
 # so that pip never swaps numpy or torch underneath us)
 WHEEL_DEPS = ("typing-extensions>=4.5.0", "numpy>=1.20.0", "diskcache>=5.6.1", "jinja2>=2.11.3")
@@ -69,9 +69,6 @@ BUILD_RECIPE = "recipe-2"
 WHEEL_LIBS = ("llama", "ggml", "ggml-base", "ggml-cpu", "ggml-rpc")
 # run after project(llama.cpp): install RPATHs only, llama.cpp's own install rules out of the wheel
 LLAMA_TOOLS_CMAKE = Path(__file__).with_name("llama_tools.cmake")
-# the tools' RPATH: executables in <env>/bin, their libraries (lib<tool>-impl.so, libllama-common,
-# libmtmd, and the same compile's libllama/libggml*) in <env>/lib/swgguf-tools
-TOOLS_RPATH = "$ORIGIN/../lib/swgguf-tools;$ORIGIN"
 
 
 @dataclass(frozen=True)
@@ -93,11 +90,6 @@ class BuildConfig:
 
 def cache_root() -> Path:
     return Path(os.environ.get("SWGGUF_CACHE", Path.home() / ".cache" / "swgguf"))
-
-
-def tools_dir() -> Path:
-    """Where --tools puts the llama.cpp binaries: the bin/ of the current environment."""
-    return Path(sys.prefix) / "bin"
 
 
 def patch_hash() -> str:
@@ -232,11 +224,6 @@ def prepared_source(sdist: Path, work: Path, marker: dict, progress: Progress, l
     return work / SDIST_NAME.removesuffix(".tar.gz")
 
 
-def tools_lib_dir() -> Path:
-    """Where --tools puts the tools' shared libraries (found through TOOLS_RPATH)."""
-    return Path(sys.prefix) / "lib" / "swgguf-tools"
-
-
 def wheel_cmake_args(cfg: BuildConfig) -> list[str]:
     args = cmake_args(cfg) + WHEEL_CMAKE + [f"-DCMAKE_PROJECT_llama.cpp_INCLUDE={LLAMA_TOOLS_CMAKE}"]
     if cfg.tools:
@@ -281,40 +268,6 @@ def build_cmake(vendor: Path, build_dir: Path, cfg: BuildConfig, targets: list[s
     return build_dir / "bin"
 
 
-def install_tools(build_dir: Path, log_path: Path) -> list[Path]:
-    """Copy the tools built next to the wheel into tools_dir(), their libraries into
-    tools_lib_dir(), and check that each tool starts."""
-    libs = sorted(p for p in build_dir.rglob("lib*.so*") if "CMakeFiles" not in p.parts)
-    if not libs:
-        raise SwggufError("the build produced no shared libraries for the tools", log_path)
-    staged = tools_lib_dir().with_name(tools_lib_dir().name + ".new")
-    shutil.rmtree(staged, ignore_errors=True)
-    staged.mkdir(parents=True)
-    for lib in libs:  # the .so -> .so.0 -> .so.0.x.y links stay links
-        shutil.copy2(lib, staged / lib.name, follow_symlinks=False)
-    shutil.rmtree(tools_lib_dir(), ignore_errors=True)
-    os.replace(staged, tools_lib_dir())
-    tools_dir().mkdir(parents=True, exist_ok=True)
-    out = []
-    for tool in TOOLS:
-        src = build_dir / "bin" / tool
-        if not src.is_file():
-            raise SwggufError(f"the build produced no {tool}", log_path)
-        tmp = tools_dir() / f".{tool}.tmp"
-        shutil.copy2(src, tmp)
-        os.replace(tmp, tools_dir() / tool)
-        check_tool_starts(tools_dir() / tool, log_path)
-        out.append(tools_dir() / tool)
-    return out
-
-
-def check_tool_starts(tool: Path, log_path: Path) -> None:
-    proc = subprocess.run([str(tool), "--version"], capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        raise SwggufError(f"{tool.name} does not start (exit {proc.returncode}): "
-                          f"{(proc.stderr or proc.stdout).strip()[-300:]}", log_path)
-
-
 # --- what is installed -----------------------------------------------------------
 
 
@@ -350,18 +303,6 @@ def installed_marker() -> dict | None:
         return json.loads(marker.read_text())
     except (OSError, ValueError):
         return None
-
-
-def tools_marker_path() -> Path:
-    return tools_dir() / ".swgguf-tools.json"
-
-
-def tools_up_to_date(key: str) -> bool:
-    try:
-        marker = json.loads(tools_marker_path().read_text())
-    except (OSError, ValueError):
-        return False
-    return marker.get("key") == key and all((tools_dir() / t).is_file() for t in TOOLS)
 
 
 @dataclass
@@ -409,7 +350,7 @@ def build_runtime(cfg: BuildConfig, progress: Progress = lambda msg: None) -> Bu
     if not wheel_ok or not tools_ok:
         install_wheel(wheels[-1], progress, log_path)
     if not tools_ok:
-        install_tools(build_dir, log_path)
+        install_tools(build_dir, wheels[-1], log_path)
         tools_marker_path().write_text(json.dumps({"key": key}) + "\n")
     shutil.rmtree(work, ignore_errors=True)
     return BuildResult(key, str(wheels[-1]), True, tool_paths, str(log_path))

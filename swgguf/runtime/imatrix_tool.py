@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import SwggufError
 from ..formats.imatrix import Imatrix, load_imatrix
-from .build import tools_dir
+from .tools import tools_dir
 
 log = logging.getLogger(__name__)
 

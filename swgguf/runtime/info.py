@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..errors import SwggufError
-from .build import TOOLS, installed_marker, patch_hash, tools_dir
+from .build import installed_marker, patch_hash
+from .tools import TOOLS, tools_dir
 from .llm import import_llama_cpp, sidecar_version
 
 
