@@ -96,6 +96,20 @@ def detect_memory() -> str:
     return "\n".join(lines)
 
 
+def setup_time() -> str:
+    d = _load("setup_time.json")
+    if d is None:
+        return "*not measured yet (`python bench/setup_time.py`).*"
+    lines = [f"`{d['command']}` ({d['cpu_cores']} cores, {d['date']}; {d['note']})\n",
+             "| commit | deps (wall) | runtime build (wall) | total wall | total CPU (user + sys) |",
+             "|---|---|---|---|---|"]
+    for r in d["runs"]:
+        wall, cpu = r["wall_s"], r["total_cpu_s"]
+        lines.append(f"| {r['commit']} | {wall['deps'] / 60:.1f} min | {wall['runtime'] / 60:.1f} min | "
+                     f"{r['total_wall_s'] / 60:.1f} min | {cpu / 60:.1f} min |")
+    return "\n".join(lines)
+
+
 def sidecar_hash() -> str:
     d = _load("sidecar_hash.json")
     if d is None:
@@ -340,6 +354,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "column_weight": column_weight,
     "usage": usage,
     "sidecar_hash": sidecar_hash,
+    "setup_time": setup_time,
 }
 
 
