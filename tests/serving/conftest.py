@@ -1,0 +1,18 @@
+"""Fixtures of the serving tests: swgguf's in-process greedy run of the protected SmolLM2
+file and of its plain twin (tests/conftest.py smollm2_q3k)."""
+
+from __future__ import annotations
+
+import pytest
+
+from reference_run import Greedy, in_process_greedy
+
+
+@pytest.fixture(scope="session")
+def greedy_protected(smollm2_q3k) -> Greedy:
+    return in_process_greedy(smollm2_q3k.protected)
+
+
+@pytest.fixture(scope="session")
+def greedy_plain(smollm2_q3k) -> Greedy:
+    return in_process_greedy(smollm2_q3k.plain)
