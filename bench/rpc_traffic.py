@@ -8,7 +8,8 @@ each direction. A client process (this script with --client) registers the relay
 RPC devices (swgguf.runtime.rpc.connect, what llama.cpp's --rpc does), loads the model
 with every layer offloaded (llama.cpp splits them over the two devices), evaluates a
 prompt in one batch, then generates tokens one at a time (greedy). It stops after each
-phase until this script has read the counters. The same for SmolLM2-135M-Instruct
+phase (load, prompt, first token, the other tokens) until this script has read the
+counters. The same for SmolLM2-135M-Instruct
 protected (`swgguf convert --protect-sw`, defaults) and the same file without its
 sidecar (the same weight bytes). Writes bench/results/rpc_traffic_smollm2.json.
 """
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections import Counter
 from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,11 +35,45 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 HOST = "127.0.0.1"
-PHASES = ("load", "prompt", "generate")
+# llama.cpp sends a graph to a server when its shape is new and afterwards only asks it
+# to run it again (RPC_CMD_GRAPH_RECOMPUTE): the first generated token is apart
+PHASES = ("load", "prompt", "first_token", "next_tokens")
 OUT = ROOT / "bench" / "results" / "rpc_traffic_smollm2.json"
 # what llama.cpp's log says about where things went
 UPLOAD = re.compile(r"upload: (\d+) sidecars in (\S+) \(([\d.]+) MiB\)")
 MODEL_BUFFER = re.compile(r"load_tensors: +(\S+) model buffer size = +([\d.]+) MiB")
+
+
+# ggml-rpc.cpp enum rpc_cmd (protocol 7.0.0); a request is | cmd (1 byte) | size (u64) | data |
+RPC_COMMANDS = ("ALLOC_BUFFER", "GET_ALIGNMENT", "GET_MAX_SIZE", "BUFFER_GET_BASE", "FREE_BUFFER", "BUFFER_CLEAR",
+                "SET_TENSOR", "SET_TENSOR_HASH", "GET_TENSOR", "COPY_TENSOR", "GRAPH_COMPUTE", "GET_DEVICE_MEMORY",
+                "INIT_TENSOR", "GET_ALLOC_SIZE", "HELLO", "DEVICE_COUNT", "GRAPH_RECOMPUTE", "MEMSET_TENSOR")
+HEADER = 9
+
+
+class CommandTally:
+    """Bytes of the client's requests by command, read from the stream as it passes."""
+
+    def __init__(self) -> None:
+        self.bytes: Counter[str] = Counter()
+        self.header, self.left, self.cmd = b"", 0, ""
+
+    def feed(self, data: bytes) -> None:
+        i = 0
+        while i < len(data):
+            if self.left:
+                n = min(self.left, len(data) - i)
+                self.bytes[self.cmd] += n
+                self.left, i = self.left - n, i + n
+                continue
+            take = data[i:i + HEADER - len(self.header)]
+            self.header, i = self.header + take, i + len(take)
+            if len(self.header) == HEADER:
+                code = self.header[0]
+                self.cmd = RPC_COMMANDS[code] if code < len(RPC_COMMANDS) else f"cmd{code}"
+                self.left = int.from_bytes(self.header[1:], "little")
+                self.bytes[self.cmd] += HEADER
+                self.header = b""
 
 
 class Relay:
@@ -45,6 +81,7 @@ class Relay:
 
     def __init__(self, upstream: int):
         self.upstream, self.sent, self.received = upstream, 0, 0  # sent: client -> server
+        self.requests = CommandTally()
         self.sock = socket.create_server((HOST, 0))
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -63,14 +100,22 @@ class Relay:
         try:
             while data := src.recv(1 << 20):
                 setattr(self, counter, getattr(self, counter) + len(data))  # one writer per counter
+                if counter == "sent":
+                    self.requests.feed(data)  # one client at a time: the server serves connections in turn
                 dst.sendall(data)
         except OSError:
             pass
         finally:
-            dst.close()
+            # shutdown, not close: it wakes the other direction's recv and sends the FIN the
+            # single-client ggml-rpc-server waits for before it serves the next connection
+            for s in (dst, src):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
-    def counts(self) -> tuple[int, int]:
-        return self.sent, self.received
+    def counts(self) -> tuple[int, int, Counter[str]]:
+        return self.sent, self.received, Counter(self.requests.bytes)
 
 
 @contextmanager
@@ -112,9 +157,11 @@ def client(model: str, endpoints: str, n_prompt: int, n_gen: int) -> None:
     phase("load")
     m.eval([1 + (37 * i) % 4000 for i in range(n_prompt)])
     phase("prompt")
-    for _ in range(n_gen):
+    m.eval([int(np.argmax(m.scores[m.n_tokens - 1]))])
+    phase("first_token")
+    for _ in range(n_gen - 1):
         m.eval([int(np.argmax(m.scores[m.n_tokens - 1]))])
-    phase("generate")
+    phase("next_tokens")
     log = "".join(lines)
     print(json.dumps({"sidecars": [(int(n), buf, float(mib)) for n, buf, mib in UPLOAD.findall(log)],
                       "model_buffers": [(buf, float(mib)) for buf, mib in MODEL_BUFFER.findall(log)]}), flush=True)
@@ -132,7 +179,7 @@ def measure(model: Path, servers: list[int], n_prompt: int, n_gen: int) -> dict:
     proc = subprocess.Popen([sys.executable, __file__, "--client", str(model), endpoints, str(n_prompt), str(n_gen)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     out: dict = {"phases": {}}
-    before = [(0, 0)] * len(relays)
+    before = [(0, 0, Counter())] * len(relays)
     for name in PHASES:
         line = proc.stdout.readline().strip()
         if line != f"PHASE {name}":
@@ -140,11 +187,15 @@ def measure(model: Path, servers: list[int], n_prompt: int, n_gen: int) -> dict:
             raise SystemExit(f"client: expected phase {name}, got {line!r}")
         now = [r.counts() for r in relays]
         out["phases"][name] = {"sent": [a[0] - b[0] for a, b in zip(now, before)],
-                               "received": [a[1] - b[1] for a, b in zip(now, before)]}
+                               "received": [a[1] - b[1] for a, b in zip(now, before)],
+                               "requests": dict(sum((a[2] - b[2] for a, b in zip(now, before)), Counter()))}
         before = now
         proc.stdin.write("\n")
         proc.stdin.flush()
-    out.update(json.loads(proc.stdout.readline()))
+    log = proc.stdout.readline()
+    for i, r in enumerate(relays):  # the relays' ports change from run to run: name the servers
+        log = log.replace(f"{HOST}:{r.port}", f"server{i + 1}")
+    out.update(json.loads(log))
     if proc.wait() != 0:
         raise SystemExit(f"client failed on {model.name}")
     for r in relays:
@@ -172,10 +223,13 @@ def summary(runs: dict[str, dict], n_gen: int) -> dict:
     out = {}
     for name in PHASES:
         tot = {k: {d: sum(r["phases"][name][d]) for d in ("sent", "received")} for k, r in runs.items()}
+        req = {k: Counter(r["phases"][name]["requests"]) for k, r in runs.items()}
+        extra = {c: req["protected"][c] - req["plain"][c] for c in req["protected"] | req["plain"]}
         out[name] = {**tot, "extra_sent": tot["protected"]["sent"] - tot["plain"]["sent"],
-                     "extra_received": tot["protected"]["received"] - tot["plain"]["received"]}
-    out["generate_per_token"] = {k: {d: out["generate"][k][d] / n_gen for d in ("sent", "received")}
-                                 for k in runs}
+                     "extra_received": tot["protected"]["received"] - tot["plain"]["received"],
+                     "extra_requests": {c: v for c, v in sorted(extra.items()) if v}}
+    out["per_next_token"] = {k: {d: out["next_tokens"][k][d] / (n_gen - 1) for d in ("sent", "received")}
+                             for k in runs}
     return out
 
 
@@ -183,13 +237,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ftype", default="Q3_K_M")
     ap.add_argument("--prompt-tokens", type=int, default=64)
-    ap.add_argument("--gen-tokens", type=int, default=16)
+    ap.add_argument("--gen-tokens", type=int, default=16, help="at least 2")
     ap.add_argument("--work", type=Path, help="keeps the converted files between runs (default: a temporary folder)")
     ap.add_argument("--client", nargs=4, metavar=("MODEL", "ENDPOINTS", "N_PROMPT", "N_GEN"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.client:
         model, endpoints, n_prompt, n_gen = args.client
         return client(model, endpoints, int(n_prompt), int(n_gen))
+    if args.gen_tokens < 2:
+        ap.error("--gen-tokens must be at least 2")
     from swgguf.runtime.build import tools_dir
 
     with ExitStack() as stack:
@@ -198,10 +254,15 @@ def main() -> None:
         paths = files(args.ftype, work)
         servers = [stack.enter_context(rpc_server(tools_dir() / "ggml-rpc-server", work)) for _ in range(2)]
         runs = {k: measure(p, servers, args.prompt_tokens, args.gen_tokens) for k, p in paths.items()}
-    result = {"command": "python bench/rpc_traffic.py " + " ".join(sys.argv[1:]),
+        file_bytes = {k: p.stat().st_size for k, p in paths.items()}
+    # --work only says where the files are kept: left out of the record (no local paths)
+    flags = f"--ftype {args.ftype} --prompt-tokens {args.prompt_tokens} --gen-tokens {args.gen_tokens}"
+    result = {"command": f"python bench/rpc_traffic.py {flags}",
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "model": "SmolLM2-135M-Instruct", "ftype": args.ftype, "prompt_tokens": args.prompt_tokens,
-              "gen_tokens": args.gen_tokens, "runs": runs, "summary": summary(runs, args.gen_tokens)}
+              "gen_tokens": args.gen_tokens, "rpc_servers": 2,
+              "file_bytes": file_bytes,
+              "runs": runs, "summary": summary(runs, args.gen_tokens)}
     OUT.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["summary"], indent=1))
     print(json.dumps({k: {"sidecars": r["sidecars"], "model_buffers": r["model_buffers"]} for k, r in runs.items()},
