@@ -42,7 +42,8 @@ import pytest
 
 from processes import HOST, free_port, port_open, running, tool
 from reference_run import THREADS, sidecar_bases
-from swgguf.runtime import vocab
+from swgguf.errors import SwggufError
+from swgguf.runtime import rpc, vocab
 
 pytestmark = pytest.mark.slow
 
@@ -110,3 +111,17 @@ def test_split_logits_equal_the_single_process(runs):
     assert split.shape == single.shape
     assert np.array_equal(split, single), float(np.abs(split - single).max())
     assert float(np.abs(plain - single).max()) > SIDECAR_EFFECT_MIN
+
+
+def test_connect_refuses_an_endpoint_where_nothing_listens():
+    """llama.cpp aborts the process when it cannot reach a server; swgguf checks first.
+    (Nothing is registered, so this is safe in the test process.)"""
+    endpoint = f"{HOST}:{free_port()}"
+    with pytest.raises(SwggufError, match="no ggml-rpc-server answers"):
+        rpc.connect([endpoint])
+
+
+@pytest.mark.parametrize("text", ["", "127.0.0.1", "127.0.0.1:port", ":50052"])
+def test_parse_endpoints_refuses_what_is_not_host_port(text):
+    with pytest.raises(SwggufError):
+        rpc.parse_endpoints(text)
