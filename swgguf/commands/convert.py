@@ -115,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
         return _main_sized(console, args, opts)
     if args.no_sidecar:
         raise SwggufError("--no-sidecar applies to --target-size/--target-bpw")
-    with StageBars(console) as bars:
+    with StageBars(console, "convert") as bars:
         report = convert(args.model, args.output, opts, bars)
     print_report(console, report)
     return 0
@@ -131,7 +131,7 @@ def _main_sized(console, args: argparse.Namespace, opts: ConvertOptions) -> int:
                           "--max-tensors, --clip and --lora-compat")
     target = target_bytes(args.target_size, args.target_bpw,
                           model_params(args.model) if args.target_bpw is not None else 0)
-    with StageBars(console) as bars:
+    with StageBars(console, "convert") as bars:
         result = convert_to_size(args.model, args.output, target, opts, sidecar=not args.no_sidecar,
                                  column_weight=args.column_weight, progress=bars)
     print_report(console, result.report)

@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise SwggufError("the output folder is a file", args.out)
     t0 = time.perf_counter()
-    with Spinner(console, "swgguf demo", prefix="[bold]demo[/] ", clock=True) as spinner:
+    with Spinner(Console(stderr=True), "swgguf demo", prefix="[bold]demo[/] ", clock=True) as spinner:
         result = run_demo(args.out, types, args.chunks, args.text, progress=spinner)
     console.print(demo_table(result.results, f"SmolLM2-135M-Instruct vs F16 ({args.chunks} x 512 tokens)"))
     for w in json.loads(result.manifest.read_text()).get("super_weights", []):

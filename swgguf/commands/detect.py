@@ -1,6 +1,6 @@
 """Find and verify super weights and super activations (PyTorch, one forward pass per round).
 
-  swgguf detect [MODEL] [--prompt TEXT] [--no-verify | --text FILE] [--low-mem]
+  swgguf detect [MODEL] [--prompt TEXT] [--no-verify | --text FILE] [--chunks N] [--low-mem]
                 [--out manifest.json] [--plot fig.png] [--expect NAME]
 
 MODEL is a Hugging Face directory (safetensors) or a GGUF file of any type
@@ -25,7 +25,7 @@ EXIT_EXPECT_MISMATCH = 3
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     from ..detection.core import DEFAULT_ACTIVATION_FACTOR, DEFAULT_PROMPT, DEFAULT_THRESHOLD_FACTOR, \
         DEFAULT_WEIGHT_FACTOR
-    from ..detection.verify import DEFAULT_N_CTX, DEFAULT_VERIFY_FACTOR
+    from ..detection.verify import DEFAULT_CHUNKS, DEFAULT_N_CTX, DEFAULT_VERIFY_FACTOR
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("model", nargs="?", type=Path,
@@ -48,6 +48,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="a super weight raises perplexity by at least this factor when zeroed "
                              f"(default {DEFAULT_VERIFY_FACTOR:g})")
     parser.add_argument("--ctx", type=int, default=DEFAULT_N_CTX, help=f"perplexity window (default {DEFAULT_N_CTX})")
+    parser.add_argument("--chunks", type=int, default=DEFAULT_CHUNKS, metavar="N",
+                        help=f"verify on at most N windows of the text (default {DEFAULT_CHUNKS}: "
+                             f"{DEFAULT_CHUNKS * DEFAULT_N_CTX} tokens at --ctx {DEFAULT_N_CTX}, enough to tell "
+                             "a 1.25x rise from noise; each candidate costs N forward passes whatever the "
+                             "length of --text)")
     parser.add_argument("--low-mem", action="store_true",
                         help="stream one decoder layer's weights at a time from disk")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; "
@@ -96,8 +101,9 @@ def main(args: argparse.Namespace) -> int:
                          activation_factor=args.activation_factor, max_rounds=args.max_rounds,
                          verify=args.verify, text=_read_text(args.text) if args.verify and args.text else None,
                          text_name=str(args.text) if args.text else DetectOptions.text_name,
-                         verify_factor=args.verify_factor, ctx=args.ctx, low_mem=args.low_mem)
-    with Spinner(console, "detect") as spinner:
+                         verify_factor=args.verify_factor, ctx=args.ctx, chunks=args.chunks,
+                         low_mem=args.low_mem)
+    with Spinner(Console(stderr=True), "detect") as spinner:
         outcome = run_detection(model_path, opts, spinner)
     manifest = outcome.manifest
     render(console, outcome.source, outcome.result, outcome.verification, manifest, outcome.tokenizer,

@@ -77,7 +77,7 @@ def run_demo(out_dir: Path = DEFAULT_OUT, types: tuple[str, ...] = DEFAULT_TYPES
     check_outputs(demo_outputs(out_dir, types), [model, text])
     timed = _Timer(progress)
     f16 = timed("F16 reference", make_f16_reference, model, out_dir / F16_NAME)
-    outcome = timed("detect", run_detection, f16, DetectOptions(), progress)
+    outcome = timed("detect", run_detection, f16, DetectOptions(), _steps_of("detect", progress))
     manifest = save_manifest(outcome.manifest, out_dir / MANIFEST_NAME)
     plot = out_dir / PLOT_NAME
     plot_spikes(outcome.result.baseline, plot, outcome.result.threshold, marked_candidates(outcome),
@@ -91,7 +91,8 @@ def run_demo(out_dir: Path = DEFAULT_OUT, types: tuple[str, ...] = DEFAULT_TYPES
             timed(label, convert, f16, dst, opts, _steps_of(label, progress))
             files.append(dst)
     corpus = load_text(text) if text else embedded_corpus()
-    results = timed("ppl + KLD", evaluate, files, ref=f16, text=corpus, ctx=CTX, chunks=chunks)
+    results = timed("ppl + KLD", evaluate, files, ref=f16, text=corpus, ctx=CTX, chunks=chunks,
+                    progress=_steps_of("ppl + KLD", progress))
     result = DemoResult(out_dir, manifest, plot, out_dir / REPORT_NAME, out_dir / RESULTS_NAME, results,
                         timed.seconds)
     write_results(result, outcome.manifest, corpus, chunks, CTX)

@@ -20,6 +20,14 @@ def _token_text(tokenizer, ids: list[int], pos: int) -> str:
         return str(ids[pos])
 
 
+def _windows(v: VerificationResult) -> str:
+    """How much of the text verification read: ``8 windows of 512, the --chunks cap``."""
+    shown = f"{v.n_windows} window{'s' if v.n_windows != 1 else ''} of {v.n_ctx}"
+    if v.chunks is None:
+        return f"all {shown}"
+    return f"{shown}, the --chunks cap" if v.n_windows == v.chunks else f"{shown}, all the text has"
+
+
 def render(console: Console, source: WeightSource, result: DetectionResult,
            verification: VerificationResult | None, manifest: Manifest, tokenizer, load_s: float) -> None:
     console.print(f"[bold]{source.path}[/] ({source.kind}, {source.architecture}, {result.n_layers} layers)")
@@ -27,7 +35,8 @@ def render(console: Console, source: WeightSource, result: DetectionResult,
                   f"(typical {result.typical_scale:.4g}); candidate weights >= {result.weight_factor:g} x RMS")
     if verification is not None:
         b = verification.baseline
-        console.print(f"baseline perplexity {b.ppl:.3f} ± {b.se:.3f} on {b.n_tokens} tokens; "
+        console.print(f"baseline perplexity {b.ppl:.3f} ± {b.se:.3f} on {b.n_tokens} tokens "
+                      f"({_windows(verification)}); "
                       f"super weight: ratio >= {verification.factor:g} when zeroed alone")
     verdict = {v.candidate.coordinate: v for v in (verification.results if verification else [])}
     tokens = sorted({c.token for c in result.candidates})

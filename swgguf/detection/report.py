@@ -39,5 +39,6 @@ def build_manifest(source: WeightSource, sha256: str, prompt: str, result: Detec
                                 typical_scale=result.typical_scale, low_mem=low_mem),
         verification=None if verification is None else VerificationInfo(
             text=text_name, n_tokens=verification.baseline.n_tokens, factor=verification.factor,
-            baseline_ppl=verification.baseline.ppl, baseline_ppl_se=verification.baseline.se),
+            baseline_ppl=verification.baseline.ppl, baseline_ppl_se=verification.baseline.se,
+            ctx=verification.n_ctx, n_windows=verification.n_windows, chunks=verification.chunks),
         super_weights=weights, candidates=others, super_activations=activations)

@@ -122,7 +122,7 @@ def windows(tokens: Sequence[int], ctx: int, bos: int | None, chunks: int | None
     if available < 1:
         raise SwggufError(f"the text has {len(tokens)} tokens, shorter than one window of {ctx} "
                           f"({stride} text tokens): use a longer text or a smaller --ctx")
-    n = _n_chunks(available, chunks)
+    n = cap_windows(available, chunks)
     prefix = [bos] if bos is not None else []
     return [Window(prefix + list(tokens[i * stride:(i + 1) * stride])) for i in range(n)]
 
@@ -138,7 +138,7 @@ def compat_windows(tokens_with_bos: Sequence[int], ctx: int, bos: int | None,
         # llama-perplexity refuses the same way: "you need at least 2*n_ctx tokens"
         raise SwggufError(f"the text has {len(tokens_with_bos)} tokens; --llama-compat needs at least "
                           f"{2 * ctx} (two windows of {ctx}), as llama-perplexity does")
-    n = _n_chunks(len(tokens_with_bos) // ctx, chunks)
+    n = cap_windows(len(tokens_with_bos) // ctx, chunks)
     out = []
     for i in range(n):
         w = list(tokens_with_bos[i * ctx:(i + 1) * ctx])
@@ -148,9 +148,14 @@ def compat_windows(tokens_with_bos: Sequence[int], ctx: int, bos: int | None,
     return out
 
 
-def _n_chunks(available: int, chunks: int | None) -> int:
-    if chunks is None:
-        return available
-    if chunks < 1:
+def check_chunks(chunks: int | None) -> None:
+    """``--chunks`` is a number of windows, at least 1 (None: no cap)."""
+    if chunks is not None and chunks < 1:
         raise SwggufError(f"--chunks must be at least 1, got {chunks}")
-    return min(chunks, available)
+
+
+def cap_windows(available: int, chunks: int | None) -> int:
+    """How many of ``available`` windows ``--chunks`` lets through: the first ``chunks``
+    (all when None); shared by ``ppl``, ``ablate`` and ``detect``."""
+    check_chunks(chunks)
+    return available if chunks is None else min(chunks, available)

@@ -93,6 +93,9 @@ class VerificationInfo:
     factor: float
     baseline_ppl: float
     baseline_ppl_se: float
+    ctx: int | None = None  # window length in tokens (absent from manifests before --chunks)
+    n_windows: int | None = None  # windows of the text evaluated per pass
+    chunks: int | None = None  # the cap on them (--chunks); None: every window
 
 
 @dataclass
@@ -156,8 +159,10 @@ class _Validator:
                 raise self.fail(where, f"missing field {key!r}", sorted(data))
         return data
 
-    def int_(self, data: dict, key: str, where: str, minimum: int = 0) -> int:
-        v = data[key]
+    def int_(self, data: dict, key: str, where: str, minimum: int = 0, optional: bool = False) -> int | None:
+        v = data.get(key)
+        if v is None and optional:
+            return None
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
             raise self.fail(f"{where}.{key}", f"expected an integer >= {minimum}", v)
         return v
@@ -230,7 +235,9 @@ class _Validator:
         return VerificationInfo(text=self.str_(d, "text", w), n_tokens=self.int_(d, "n_tokens", w, minimum=2),
                                 factor=self.float_(d, "factor", w, positive=True),
                                 baseline_ppl=self.float_(d, "baseline_ppl", w, positive=True),
-                                baseline_ppl_se=self.float_(d, "baseline_ppl_se", w))
+                                baseline_ppl_se=self.float_(d, "baseline_ppl_se", w),
+                                **{k: self.int_(d, k, w, minimum=1, optional=True)
+                                   for k in ("ctx", "n_windows", "chunks")})
 
     def weight(self, data: Any, where: str, n_layers: int) -> SuperWeight:
         d = self.obj(data, where, ("layer", "row", "col", "value", "tensor"))

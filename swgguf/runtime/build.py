@@ -2,9 +2,10 @@
 
 ``build_runtime`` gets the pinned llama-cpp-python sdist through pip, applies
 patches/llama.cpp/*.patch to its vendored llama.cpp, builds a wheel with pip
-(scikit-build-core + CMake) and installs it; with ``tools`` it also builds
-llama-cli, llama-server, llama-perplexity, llama-quantize, llama-imatrix and
-llama-bench from the same patched tree, statically linked, into ``tools_dir()``.
+(scikit-build-core + CMake) and installs it. With ``tools`` the same CMake
+tree also builds llama-cli, llama-server, llama-perplexity, llama-quantize,
+llama-imatrix, llama-bench and ggml-rpc-server (llama.cpp is compiled once); they
+link the wheel's shared libraries and are copied into ``tools_dir()``.
 
 Everything is cached under ``cache_root()`` by a key made of the sdist
 version, the hash of the patches and the build variant, so a second run with
@@ -22,7 +23,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +34,8 @@ from .pins import LLAMA_CPP_PYTHON_VERSION, SDIST_NAME, patch_files, patches_dir
 log = logging.getLogger(__name__)
 
 BUILD_MARKER = "_swgguf_build.json"  # written into the wheel's llama_cpp package
-TOOLS = ("llama-cli", "llama-server", "llama-perplexity", "llama-quantize", "llama-imatrix", "llama-bench")
+TOOLS = ("llama-cli", "llama-server", "llama-perplexity", "llama-quantize", "llama-imatrix", "llama-bench",
+         "ggml-rpc-server")
 # llama-cpp-python's runtime dependencies (its wheel is installed with --no-deps
 # so that pip never swaps numpy or torch underneath us)
 WHEEL_DEPS = ("typing-extensions>=4.5.0", "numpy>=1.20.0", "diskcache>=5.6.1", "jinja2>=2.11.3")
@@ -55,9 +56,22 @@ X86_FEATURES = {  # /proc/cpuinfo flag -> GGML CMake option
     "avx512_vnni": "GGML_AVX512_VNNI",
     "avx512_bf16": "GGML_AVX512_BF16",
 }
-COMMON_CMAKE = ["-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF"]
+# GGML_RPC: the RPC backend (ggml-rpc in the wheel, ggml-rpc-server among the tools)
+COMMON_CMAKE = ["-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DGGML_RPC=ON"]
 # the wheel: no multimodal library (swgguf does not use it; it is a third of the compile)
 WHEEL_CMAKE = ["-DLLAVA_BUILD=OFF"]
+# the tools, built in the wheel's tree (not installed into the wheel: llama_tools.cmake)
+TOOLS_CMAKE = ["-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_APP=OFF",
+               "-DLLAMA_OPENSSL=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF"]
+# bumped when the way the runtime is built changes (2: wheel and tools in one compile)
+BUILD_RECIPE = "recipe-2"
+# the libraries the wheel installs; with the tools, the only other targets built
+WHEEL_LIBS = ("llama", "ggml", "ggml-base", "ggml-cpu", "ggml-rpc")
+# run after project(llama.cpp): install RPATHs only, llama.cpp's own install rules out of the wheel
+LLAMA_TOOLS_CMAKE = Path(__file__).with_name("llama_tools.cmake")
+# the tools' RPATH: executables in <env>/bin, their libraries (lib<tool>-impl.so, libllama-common,
+# libmtmd, and the same compile's libllama/libggml*) in <env>/lib/swgguf-tools
+TOOLS_RPATH = "$ORIGIN/../lib/swgguf-tools;$ORIGIN"
 
 
 @dataclass(frozen=True)
@@ -132,7 +146,8 @@ def cmake_args(cfg: BuildConfig) -> list[str]:
 
 
 def build_key(cfg: BuildConfig) -> str:
-    flags = hashlib.sha256(" ".join(cmake_args(cfg)).encode()).hexdigest()[:8]
+    # the recipe (BUILD_RECIPE) is part of the flags: a new way of building is a new key
+    flags = hashlib.sha256(" ".join([BUILD_RECIPE, *cmake_args(cfg)]).encode()).hexdigest()[:8]
     return f"{LLAMA_CPP_PYTHON_VERSION}-{patch_hash()[:12]}-{cfg.variant}-{flags}"
 
 
@@ -205,14 +220,48 @@ def prepare_source(sdist: Path, workdir: Path, marker: dict | None, progress: Pr
     return src
 
 
-def build_wheel(src: Path, out: Path, cfg: BuildConfig, progress: Progress, log_path: Path) -> Path:
-    progress("building the llama-cpp-python wheel (minutes)")
-    env = {"CMAKE_ARGS": " ".join(cmake_args(cfg) + WHEEL_CMAKE)}
+def prepared_source(sdist: Path, work: Path, marker: dict, progress: Progress, log_path: Path) -> Path:
+    """The patched sources in work/, extracted once per cache key (a resumed build keeps
+    their timestamps, so CMake recompiles nothing that is already built)."""
+    done = work / ".prepared"
+    if not done.is_file():
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        prepare_source(sdist, work, marker, progress, log_path)
+        done.touch()
+    return work / SDIST_NAME.removesuffix(".tar.gz")
+
+
+def tools_lib_dir() -> Path:
+    """Where --tools puts the tools' shared libraries (found through TOOLS_RPATH)."""
+    return Path(sys.prefix) / "lib" / "swgguf-tools"
+
+
+def wheel_cmake_args(cfg: BuildConfig) -> list[str]:
+    args = cmake_args(cfg) + WHEEL_CMAKE + [f"-DCMAKE_PROJECT_llama.cpp_INCLUDE={LLAMA_TOOLS_CMAKE}"]
+    if cfg.tools:
+        args += TOOLS_CMAKE + [f"-DCMAKE_INSTALL_RPATH={TOOLS_RPATH}"]
+    return args
+
+
+def wheel_targets(cfg: BuildConfig) -> list[str]:
+    return [*WHEEL_LIBS, *(["ggml-cuda"] if cfg.cuda else []), *TOOLS]
+
+
+def build_wheel(src: Path, out: Path, cfg: BuildConfig, progress: Progress, log_path: Path,
+                build_dir: Path) -> Path:
+    """The wheel, built in build_dir (kept: with ``cfg.tools`` the tools are in build_dir/bin)."""
+    progress("building the llama-cpp-python wheel" + (" and the tools" if cfg.tools else "") + " (minutes)")
+    env = {"CMAKE_ARGS": " ".join(wheel_cmake_args(cfg))}
     if cfg.jobs:
         env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(cfg.jobs)
     isolation = [] if cfg.build_isolation else ["--no-build-isolation"]
+    # Unspecified: llama-cpp-python's own install rules (llama_cpp/lib), see llama_tools.cmake
+    settings = [f"--config-settings=build-dir={build_dir}", "--config-settings=install.components=Unspecified"]
+    if cfg.tools:  # only the wheel's libraries and our tools, not every llama.cpp tool
+        settings.append(f"--config-settings=build.targets={';'.join(wheel_targets(cfg))}")
     # -v streams CMake's output, which drives the progress display
-    _run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", *isolation, "-w", str(out), str(src)],
+    _run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", *isolation, *settings, "-w", str(out), str(src)],
          log_path, progress, env=env)
     wheels = sorted(out.glob("llama_cpp_python-*.whl"))
     if not wheels:
@@ -232,24 +281,38 @@ def build_cmake(vendor: Path, build_dir: Path, cfg: BuildConfig, targets: list[s
     return build_dir / "bin"
 
 
-def build_tools(vendor: Path, build_dir: Path, cfg: BuildConfig, progress: Progress, log_path: Path,
-                dest: Path) -> list[Path]:
-    # static: the binaries do not depend on the wheel's shared libraries
-    extra = ["-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=ON",
-             "-DLLAMA_BUILD_APP=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
-             "-DLLAMA_BUILD_COMMON=ON"]
-    bin_dir = build_cmake(vendor, build_dir, cfg, list(TOOLS), extra, progress, log_path)
-    dest.mkdir(parents=True, exist_ok=True)
+def install_tools(build_dir: Path, log_path: Path) -> list[Path]:
+    """Copy the tools built next to the wheel into tools_dir(), their libraries into
+    tools_lib_dir(), and check that each tool starts."""
+    libs = sorted(p for p in build_dir.rglob("lib*.so*") if "CMakeFiles" not in p.parts)
+    if not libs:
+        raise SwggufError("the build produced no shared libraries for the tools", log_path)
+    staged = tools_lib_dir().with_name(tools_lib_dir().name + ".new")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    for lib in libs:  # the .so -> .so.0 -> .so.0.x.y links stay links
+        shutil.copy2(lib, staged / lib.name, follow_symlinks=False)
+    shutil.rmtree(tools_lib_dir(), ignore_errors=True)
+    os.replace(staged, tools_lib_dir())
+    tools_dir().mkdir(parents=True, exist_ok=True)
     out = []
     for tool in TOOLS:
-        src = bin_dir / tool
+        src = build_dir / "bin" / tool
         if not src.is_file():
             raise SwggufError(f"the build produced no {tool}", log_path)
-        tmp = dest / f".{tool}.tmp"
+        tmp = tools_dir() / f".{tool}.tmp"
         shutil.copy2(src, tmp)
-        os.replace(tmp, dest / tool)
-        out.append(dest / tool)
+        os.replace(tmp, tools_dir() / tool)
+        check_tool_starts(tools_dir() / tool, log_path)
+        out.append(tools_dir() / tool)
     return out
+
+
+def check_tool_starts(tool: Path, log_path: Path) -> None:
+    proc = subprocess.run([str(tool), "--version"], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise SwggufError(f"{tool.name} does not start (exit {proc.returncode}): "
+                          f"{(proc.stderr or proc.stdout).strip()[-300:]}", log_path)
 
 
 # --- what is installed -----------------------------------------------------------
@@ -315,8 +378,9 @@ def build_runtime(cfg: BuildConfig, progress: Progress = lambda msg: None) -> Bu
     marker = installed_marker()
     wheel_ok = marker is not None and marker.get("key") == key
     tools_ok = not cfg.tools or tools_up_to_date(key)
+    tool_paths = [str(tools_dir() / t) for t in TOOLS] if cfg.tools else []
     if wheel_ok and tools_ok:
-        return BuildResult(key, marker.get("wheel"), False, [str(tools_dir() / t) for t in TOOLS] if cfg.tools else [], None)
+        return BuildResult(key, marker.get("wheel"), False, tool_paths, None)
 
     cache = cache_root() / "runtime" / key
     cache.mkdir(parents=True, exist_ok=True)
@@ -330,31 +394,34 @@ def build_runtime(cfg: BuildConfig, progress: Progress = lambda msg: None) -> Bu
         "patches": [p.name for p in patch_files()],
         "variant": cfg.variant,
         "cmake_args": cmake_args(cfg),
+        "wheel": str(wheel_dir),
     }
-    with tempfile.TemporaryDirectory(prefix="swgguf-build-") as tmp:
-        src = None
-        if not wheels or (cfg.tools and not tools_ok):
-            sdist = fetch_sdist(progress, log_path, cfg.sdist)
-            new_marker["wheel"] = str(wheel_dir)
-            src = prepare_source(sdist, Path(tmp), new_marker, progress, log_path)
-        if not wheels:
-            wheels = [build_wheel(src, wheel_dir, cfg, progress, log_path)]
-        if not wheel_ok:
-            progress("installing the wheel")
-            missing = missing_requirements(WHEEL_DEPS)
-            if missing:  # only then ask pip: machines without an index have them already
-                _run([sys.executable, "-m", "pip", "install", "-q", *missing], log_path, progress)
-            _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheels[-1])],
-                 log_path, progress)
-        tools: list[str] = []
-        if cfg.tools:
-            if not tools_ok:
-                built = build_tools(src / "vendor" / "llama.cpp", cache / "tools-build", cfg, progress, log_path,
-                                    tools_dir())
-                tools_marker_path().write_text(json.dumps({"key": key}) + "\n")
-                shutil.rmtree(cache / "tools-build", ignore_errors=True)
-            tools = [str(tools_dir() / t) for t in TOOLS]
-    return BuildResult(key, str(wheels[-1]), True, tools, str(log_path))
+    # the sources and the CMake tree stay in the cache until the build succeeds, so that
+    # a failed or interrupted build resumes where it stopped (same key = same sources)
+    work = cache / "work"
+    build_dir = work / "build"
+    # one compile: a cached wheel is reused only when no tools are wanted from this build
+    if not wheels or not tools_ok:
+        sdist = fetch_sdist(progress, log_path, cfg.sdist)
+        src = prepared_source(sdist, work, new_marker, progress, log_path)
+        shutil.rmtree(wheel_dir, ignore_errors=True)
+        wheels = [build_wheel(src, wheel_dir, cfg, progress, log_path, build_dir)]
+    if not wheel_ok or not tools_ok:
+        install_wheel(wheels[-1], progress, log_path)
+    if not tools_ok:
+        install_tools(build_dir, log_path)
+        tools_marker_path().write_text(json.dumps({"key": key}) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return BuildResult(key, str(wheels[-1]), True, tool_paths, str(log_path))
+
+
+def install_wheel(wheel: Path, progress: Progress, log_path: Path) -> None:
+    progress("installing the wheel")
+    missing = missing_requirements(WHEEL_DEPS)
+    if missing:  # only then ask pip: machines without an index have them already
+        _run([sys.executable, "-m", "pip", "install", "-q", *missing], log_path, progress)
+    _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
+         log_path, progress)
 
 
 def build_stock_library(cfg: BuildConfig = BuildConfig(), progress: Progress = lambda msg: None) -> Path:

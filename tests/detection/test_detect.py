@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import gguf
@@ -42,14 +44,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def make_tiny(arch: str, path: Path, plant: bool) -> Path:
+def make_tiny(arch: str, path: Path, plant: bool, vocab_size: int = 128) -> Path:
     """A 6-layer random model from a transformers config, saved as safetensors; with ``plant``,
     down_proj[5, 17] of layer 2 is 2.0 (100 x the weights' scale) and input channel 17 of that
     down_proj spikes (its gate and up rows x100), the paper's large-activation-times-large-weight."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.for_model(
-        arch, vocab_size=128, hidden_size=64, intermediate_size=N_FF, num_hidden_layers=6,
+        arch, vocab_size=vocab_size, hidden_size=64, intermediate_size=N_FF, num_hidden_layers=6,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=64,
         pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
     torch.manual_seed(0)
@@ -280,3 +282,98 @@ def test_smollm2_gguf_offset_holds_the_value(smollm2_run):
         n_in = int(t.shape[0])  # ggml ne[0]: the input dimension
         flat = gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1)
         assert flat[gguf_element_offset(w.row, w.col, n_in)] == pytest.approx(w.value)
+
+
+# --- --chunks: how much of the verification text is read ---------------------------------
+
+TINY_VOCAB = 512
+
+
+@pytest.fixture(scope="module")
+def tiny_with_tokenizer(tmp_path_factory, wikitext) -> Path:
+    """The planted tiny llama with a real tokenizer: byte-level BPE (the `tokenizers` library)
+    trained on the start of WikiText-2, saved next to the weights as transformers saves one."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator([wikitext.read_text(encoding="utf-8")[:100_000]], trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB, special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    path = make_tiny("llama", tmp_path_factory.mktemp("tok") / "planted", plant=True, vocab_size=TINY_VOCAB)
+    PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", bos_token="<s>",
+                            eos_token="</s>").save_pretrained(path)
+    return path
+
+
+def _detect_manifest(capsys, model: Path, text: Path, out: Path, *flags: str):
+    rc, _, err = run_cli(capsys, str(model), "--text", str(text), "--ctx", "32", "--out", str(out), *flags)
+    assert rc == 0, err
+    return load_manifest(out)
+
+
+def test_chunks_caps_the_verification_windows(tiny_with_tokenizer, wikitext, tmp_path, capsys):
+    """All of WikiText-2 (~600k tokens of this tokenizer) as --text: the default cap, and
+    --chunks 3, are the windows every pass reads."""
+    from swgguf.detection.verify import DEFAULT_CHUNKS
+
+    m = _detect_manifest(capsys, tiny_with_tokenizer, wikitext, tmp_path / "default.json")
+    assert [w.coordinate for w in m.super_weights + m.candidates] == [PLANT]  # verified, so read the text
+    v = m.verification
+    assert (v.n_windows, v.chunks, v.ctx, v.n_tokens) == (DEFAULT_CHUNKS, DEFAULT_CHUNKS, 32, DEFAULT_CHUNKS * 31)
+    v = _detect_manifest(capsys, tiny_with_tokenizer, wikitext, tmp_path / "three.json", "--chunks", "3").verification
+    assert (v.n_windows, v.chunks, v.n_tokens) == (3, 3, 3 * 31)  # 31 predictions in a window of 32
+
+
+def test_chunks_above_the_text_reads_all_of_it(tiny_with_tokenizer, wikitext, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from swgguf.detection.verify import windows
+
+    text = tmp_path / "short.txt"
+    text.write_text(wikitext.read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    ids = AutoTokenizer.from_pretrained(tiny_with_tokenizer)(text.read_text(encoding="utf-8")).input_ids
+    available = windows(ids, 32)
+    assert 2 <= len(available) < 1000
+    v = _detect_manifest(capsys, tiny_with_tokenizer, text, tmp_path / "m.json", "--chunks", "1000").verification
+    assert (v.n_windows, v.chunks, v.n_tokens) == (len(available), 1000, sum(len(w) - 1 for w in available))
+
+
+def test_leading_tokens_are_the_whole_texts_first(tiny_with_tokenizer, wikitext):
+    """Tokenizing a prefix (cut at a line break) gives the tokens the whole text starts with."""
+    from transformers import AutoTokenizer
+
+    from swgguf.detection.verify import leading_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_with_tokenizer)
+    text = wikitext.read_text(encoding="utf-8")
+    whole = tokenizer(text).input_ids
+    for n in (1, 31, 4096, 50_000):
+        assert leading_tokens(tokenizer, text, n) == whole[:n]
+    one_line = text[:200_000].replace("\n", " ")  # no line break: the prefix is cut inside a word
+    assert leading_tokens(tokenizer, one_line, 4096) == tokenizer(one_line).input_ids[:4096]
+    assert leading_tokens(tokenizer, text[:500], 10**6) == tokenizer(text[:500]).input_ids
+    assert leading_tokens(tokenizer, text[:500], None) == tokenizer(text[:500]).input_ids
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_chunks_below_one_is_one_line(tiny_llama, capsys, value):
+    assert_one_line_error(*run_cli(capsys, str(tiny_llama), "--chunks", value)[::2],
+                          f"--chunks must be at least 1, got {value}")
+
+
+def test_progress_is_plain_lines_off_a_terminal(tiny_with_tokenizer, wikitext):
+    """stdout and stderr piped: the stages as plain lines on stderr, no ANSI escape anywhere."""
+    proc = subprocess.run([sys.executable, "-m", "swgguf", "detect", str(tiny_with_tokenizer), "--text", str(wikitext),
+                           "--ctx", "32", "--chunks", "2", "--threads", "1"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\x1b" not in proc.stdout + proc.stderr
+    ended = [line.split(": done in ")[0] for line in proc.stderr.splitlines() if ": done in " in line]
+    # 2 windows for the unmodified model, 2 with the planted weight zeroed
+    assert ended == ["swgguf detect: loading the model", "swgguf detect: detecting",
+                     "swgguf detect: tokenizing the text", "swgguf detect: verifying 4/4",
+                     "swgguf detect: hashing the model"], proc.stderr
+    assert "baseline perplexity" in proc.stdout
