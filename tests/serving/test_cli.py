@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from processes import tool
-from reference_run import N_CTX, N_PREDICT, PROMPT, THREADS, sidecar_bases
+from reference_run import N_CTX, N_PREDICT, PROMPT, THREADS
 
 pytestmark = pytest.mark.slow
 
@@ -48,8 +48,8 @@ def answer(proc: subprocess.CompletedProcess) -> str:
     return m.group(1)
 
 
-def test_the_cli_loads_and_applies_the_sidecars(cli_run, smollm2_q3k):
-    n = len(sidecar_bases(smollm2_q3k.protected))
+def test_the_cli_loads_and_applies_the_sidecars(cli_run, protected_bases):
+    n = len(protected_bases)
     assert re.search(rf"upload: {n} sidecars in CPU \(\d+\.\d+ MiB\)", cli_run.stderr), cli_run.stderr[-3000:]
     assert re.search(rf"swgguf: {n} sidecars .*-> applied", cli_run.stderr), cli_run.stderr[-3000:]
 

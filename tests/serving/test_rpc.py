@@ -41,7 +41,7 @@ import numpy as np
 import pytest
 
 from processes import HOST, free_port, port_open, running, tool
-from reference_run import THREADS, sidecar_bases
+from reference_run import THREADS
 from swgguf.errors import SwggufError
 from swgguf.runtime import rpc, vocab
 
@@ -92,16 +92,15 @@ def runs(smollm2_q3k, rpc_endpoints, tmp_path_factory):
     }
 
 
-def test_each_sidecar_lives_on_its_weights_device(runs, rpc_endpoints, smollm2_q3k):
+def test_each_sidecar_lives_on_its_weights_device(runs, rpc_endpoints, protected_bases):
     _, log = runs["split"]
     # devices are registered in the order of --rpc: RPC0 is the first server, ...; their
     # buffers are named RPC<index on the server>[endpoint], here RPC0[endpoint] for both
     buffer_of = {f"RPC{i}": f"RPC0[{e}]" for i, e in enumerate(rpc_endpoints)}
     layer_device = {int(layer): dev for layer, dev in ASSIGNED.findall(log)}
     assert set(layer_device.values()) >= set(buffer_of), f"layers not on both servers: {layer_device}"
-    bases = sidecar_bases(smollm2_q3k.protected)
-    assert all(re.match(r"blk\.\d+\.", b) for b in bases), bases  # SmolLM2: sidecars on block weights only
-    expected = Counter(buffer_of[layer_device[int(b.split(".")[1])]] for b in bases)
+    assert all(re.match(r"blk\.\d+\.", b) for b in protected_bases), protected_bases  # block weights only
+    expected = Counter(buffer_of[layer_device[int(b.split(".")[1])]] for b in protected_bases)
     uploaded = {buft: int(n) for n, buft, _ in UPLOAD.findall(log)}
     assert uploaded == dict(expected), log[-3000:]
 

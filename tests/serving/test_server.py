@@ -28,7 +28,7 @@ import re
 import pytest
 import requests
 
-from reference_run import N_CTX, N_PREDICT, N_TOP, PROMPT, THREADS, sidecar_bases
+from reference_run import N_CTX, N_PREDICT, N_TOP, PROMPT, THREADS
 from processes import HOST, free_port, running, tool
 
 pytestmark = pytest.mark.slow
@@ -64,9 +64,9 @@ def served(smollm2_q3k, tmp_path_factory):
     return r.json(), log.read_text(errors="replace")
 
 
-def test_the_server_loads_and_applies_the_sidecars(served, smollm2_q3k):
+def test_the_server_loads_and_applies_the_sidecars(served, protected_bases):
     _, log = served
-    n = len(sidecar_bases(smollm2_q3k.protected))
+    n = len(protected_bases)
     assert re.search(rf"upload: {n} sidecars in CPU \(\d+\.\d+ MiB\)", log), log[-3000:]
     assert re.search(rf"swgguf: {n} sidecars .*SWGGUF_SIDECAR=\(unset\) -> applied", log), log[-3000:]
 
