@@ -1,12 +1,17 @@
-"""Shared fixtures: a tiny synthetic llama model and the SmolLM2 reference model."""
+"""Shared fixtures: a tiny synthetic llama model, the SmolLM2 reference model and a
+protected SmolLM2 file with its plain twin."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from swgguf import conversion as cv
 from swgguf import synthetic
+from swgguf.conversion.inputs import strip_sidecars
+from swgguf.default_model import default_model_path
 
 WIKITEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2" / "wiki.test.tokens"
 
@@ -27,6 +32,25 @@ def tiny_weights(tiny_cfg):
 @pytest.fixture(scope="session")
 def tiny_f32(tmp_path_factory, tiny_cfg, tiny_weights) -> Path:
     return synthetic.write_gguf(tmp_path_factory.mktemp("tiny") / "tiny-f32.gguf", tiny_cfg, tiny_weights)
+
+
+@dataclass(frozen=True)
+class ProtectedPair:
+    protected: Path  # `swgguf convert --protect-sw` with the defaults
+    plain: Path  # the same file without its sidecar: the same weight bytes, llama-quantize's
+
+
+@pytest.fixture(scope="session")
+def smollm2_q3k(tmp_path_factory) -> ProtectedPair:
+    """SmolLM2-135M Q3_K_M protected (default options), and the same file with its sidecar
+    tensors and keys dropped. At Q3_K_M the two give visibly different greedy text."""
+    work = tmp_path_factory.mktemp("smollm2-q3k")
+    ref = cv.make_f16_reference(default_model_path(), work / "f16.gguf")
+    protected = work / "smollm2-q3_k_m-sw.gguf"
+    cv.convert(ref, protected, cv.ConvertOptions.from_flags(ftype="Q3_K_M", protect_sw=True))
+    plain = strip_sidecars(protected, work, []).rename(work / "smollm2-q3_k_m.gguf")
+    ref.unlink()
+    return ProtectedPair(protected, plain)
 
 
 @pytest.fixture(scope="session")

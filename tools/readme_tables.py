@@ -341,6 +341,37 @@ def demo() -> str:
     return "\n".join(lines)
 
 
+def _bytes(n: float) -> str:
+    if abs(n) < 2**10:
+        return f"{n:.0f} B"
+    return f"{n / 2**20:.2f} MiB" if abs(n) >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def rpc_traffic() -> str:
+    d = _load("rpc_traffic_smollm2.json")
+    if d is None:
+        return "*Not measured yet (`python bench/rpc_traffic.py`).*"
+    s, n_next = d["summary"], d["gen_tokens"] - 1
+    phases = [("load", "load", 1), ("prompt", f"prompt ({d['prompt_tokens']} tokens, one batch)", 1),
+              ("first_token", "first generated token", 1), ("next_tokens", f"each next token (mean of {n_next})", n_next)]
+    lines = [f"`{d['command']}` ({d['date']}): {d['model']} {d['ftype']}, {d['rpc_servers']} ggml-rpc-servers on "
+             "127.0.0.1, every layer offloaded; bytes on the wire, client to servers (sent) and back (received), "
+             "summed over the servers; the protected file against the same file without its sidecar.", "",
+             "| phase | sent, plain | sent, protected | extra sent, by request | received, plain | received, protected |",
+             "|---|---|---|---|---|---|"]
+    for key, label, n in phases:
+        p = s[key]
+        extra = ", ".join(f"{c} {'+' if v >= 0 else '-'}{_bytes(abs(v) / n)}"
+                          for c, v in p["extra_requests"].items()) or "none"
+        lines.append(f"| {label} | {_bytes(p['plain']['sent'] / n)} | {_bytes(p['protected']['sent'] / n)} | {extra} | "
+                     f"{_bytes(p['plain']['received'] / n)} | {_bytes(p['protected']['received'] / n)} |")
+    side = d["runs"]["protected"]["sidecars"]
+    lines += ["", "Sidecars on the servers (the loader's log): " + ", ".join(
+        f"{n} in {buf} ({mib:.2f} MiB)" for n, buf, mib in side) + "; in the file: "
+        f"{_bytes(d['file_bytes']['protected'] - d['file_bytes']['plain'])} (the size difference)."]
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "demo": demo,
     "convert_sweep": convert_sweep,
@@ -355,6 +386,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "usage": usage,
     "sidecar_hash": sidecar_hash,
     "setup_time": setup_time,
+    "rpc_traffic": rpc_traffic,
 }
 
 

@@ -6,7 +6,8 @@ run llama.cpp's tools and scripts. The rest of swgguf uses the names below:
 
 * contexts: :func:`load` (with :class:`LoadOptions` and :class:`ContextSettings`),
   :func:`logits`, :func:`logits_with_prefix_from` (the KV-cache transfer of
-  ``ablate --restore-sa``), :func:`applied_scalar_count`;
+  ``ablate --restore-sa``), :func:`applied_scalar_count`, :func:`greedy` (generation as
+  llama-server runs it);
 * tokenizer: :mod:`.vocab` (``n_vocab``, ``bos_token``, ``tokenize``, ``token_text``);
 * quantizer: :func:`quantize`, :func:`canonical_ftype`, :func:`parse_tensor_type`;
 * tools: :func:`compute_imatrix` (llama-imatrix), :func:`convert_hf` (convert_hf_to_gguf.py);
@@ -14,6 +15,7 @@ run llama.cpp's tools and scripts. The rest of swgguf uses the names below:
 """
 
 from . import vocab
+from .generate import GeneratedToken, greedy
 from .hf_convert import convert_hf
 from .imatrix_tool import compute_imatrix
 from .llm import LoadOptions, applied_scalar_count, environment, load, logits, sidecar_version, swgguf_log_lines
@@ -22,7 +24,7 @@ from .settings import ContextSettings
 from .state import logits_with_prefix_from
 
 __all__ = [
-    "vocab", "convert_hf", "compute_imatrix", "LoadOptions", "applied_scalar_count", "environment", "load",
+    "vocab", "GeneratedToken", "greedy", "convert_hf", "compute_imatrix", "LoadOptions", "applied_scalar_count", "environment", "load",
     "logits", "sidecar_version", "swgguf_log_lines", "canonical_ftype", "parse_tensor_type", "quantize",
     "ContextSettings", "logits_with_prefix_from",
 ]

@@ -33,7 +33,7 @@ def library_dir() -> Path:
     return Path(llama_cpp.__file__).resolve().parent / "lib"
 
 
-def _loaded_copy(lib_name: str) -> Path:
+def loaded_library(lib_name: str) -> Path:
     """The copy of ``lib_name`` this process has mapped. A wheel cannot hold symbolic
     links, so llama-cpp-python's lib/ holds libggml-cpu.so, .so.0 and .so.0.x.y as three
     files; libllama loads one of them (its SONAME), and only that one counts."""
@@ -50,7 +50,7 @@ def _loaded_copy(lib_name: str) -> Path:
 
 @lru_cache(maxsize=None)
 def _counter(lib_name: str, symbol: str):
-    path = _loaded_copy(lib_name)
+    path = loaded_library(lib_name)
     if not path.is_file():
         return None
     try:

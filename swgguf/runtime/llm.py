@@ -127,6 +127,9 @@ class LoadOptions:
     n_threads: int | None = None
     kv_f32: bool = False  # F32 KV cache: logits then match a float reference to ~1e-6
     n_gpu_layers: int = 0
+    # CPU weight repacking (llama.cpp's default; --no-repack): off, the CPU runs the same
+    # kernels on the same layout as a ggml-rpc-server does, which cannot repack
+    repack: bool = True
 
 
 def load(path: str | Path, options: LoadOptions = LoadOptions(), settings: ContextSettings | None = None):
@@ -153,13 +156,38 @@ def load(path: str | Path, options: LoadOptions = LoadOptions(), settings: Conte
         kwargs.update(type_k=GGML_TYPE_F32, type_v=GGML_TYPE_F32)
     _recent_errors.clear()
     try:
-        with environment(**(settings.environment() if settings is not None else {})):
+        with environment(**(settings.environment() if settings is not None else {})), \
+                _model_params(llama_cpp, **({} if options.repack else {"use_extra_bufts": False})):
             applies = os.environ.get(ENV_SIDECAR, "1") != "0"
             llama = llama_cpp.Llama(str(path), **kwargs)
     except (ValueError, RuntimeError) as err:
         raise SwggufError(_load_error(path) if _recent_errors else str(err), path) from None
     _applies_sidecars[llama] = applies
     return llama
+
+
+@contextmanager
+def _model_params(llama_cpp, **fields: object) -> Iterator[None]:
+    """Set llama_model_params fields that llama-cpp-python 0.3.36's Llama has no argument
+    for (use_extra_bufts), for the models loaded inside the block: Llama starts from
+    llama_model_default_params(), so the defaults it gets are changed, then restored."""
+    if not fields:
+        yield
+        return
+    lib = llama_cpp.llama_cpp
+    default = lib.llama_model_default_params
+
+    def params():
+        p = default()
+        for name, value in fields.items():
+            setattr(p, name, value)
+        return p
+
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = default
 
 
 def applied_scalar_count(llama) -> int:
