@@ -138,7 +138,7 @@ def hellaswag_table(result: Ablation):
 
     h = result.hellaswag
     table = Table(title=f"HellaSwag: the first {len(h.tasks)} tasks of {h.tasks.source}")
-    for col in ("variant", "accuracy", "Δ vs original (paired)", "same choice"):
+    for col in ("variant", "accuracy %", "Δ vs original (paired)", "same choice"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     table.add_row("original", f"{100 * h.original.accuracy:.2f} ± {100 * h.original.stderr:.2f}", "", "")
     for r in h.rows:

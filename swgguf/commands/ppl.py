@@ -108,7 +108,7 @@ def hellaswag_table(results: Sequence[hellaswag.HellaswagResult], title: str):
 
     has_ref = any(r.is_ref for r in results)
     table = Table(title=title)
-    for col in ("file", "type", "size", "sidecar", "accuracy", "Δ vs ref (paired)", "same choice", "tok/s"):
+    for col in ("file", "type", "size", "sidecar", "accuracy %", "Δ vs ref (paired)", "same choice", "tok/s"):
         if has_ref or col not in ("Δ vs ref (paired)", "same choice"):
             table.add_column(col, justify="left" if col in ("file", "type") else "right")
     for r in results:
