@@ -6,10 +6,10 @@ The prefix is sequence 0 of a context made with ``LoadOptions(n_seq=4)`` (evalua
 cells are shared with sequences 1..n-1 (``llama_memory_seq_cp``, no copy of the data)
 and each continuation goes into the same batch in its own sequence.
 
-The pinned llama.cpp computes attention wrongly in a ubatch of several sequences above
-a size (ggml-org/llama.cpp issue 24962): measured on SmolLM2, from 32 tokens without
-flash attention (logits up to 0.86 away from the same continuation evaluated alone)
-and above 64 with it (mean log-probabilities up to 0.036 away). So the batched path
+The pinned llama.cpp (patched or not) computes attention wrongly in a ubatch of several
+sequences above a size (ggml-org/llama.cpp issue 24962): measured on SmolLM2, at 56
+tokens without flash attention (logits up to 0.86 away from the same continuation
+evaluated alone) and above 64 with it (mean log-probabilities up to 0.036 away). So the batched path
 needs a context with flash attention and ubatches of at most :data:`MAX_UBATCH` tokens
 (llama.cpp then splits the batch itself); other contexts get one decode per
 continuation. tests/evaluate/test_hellaswag.py checks the batched scores against
