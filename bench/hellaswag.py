@@ -81,14 +81,19 @@ def first_tasks_file(n: int, work: Path) -> Path:
     return out
 
 
-def tool_rows(paths: dict[str, Path], names: list[str], task_file: Path, n: int, threads: int) -> dict:
+TOOL_SETTINGS = {"default": None, "ubatch_32": 32}  # llama-perplexity's -ub
+
+
+def tool_rows(paths: dict[str, Path], names: list[str], settings: list[str], task_file: Path, n: int,
+              threads: int) -> dict:
     """llama-perplexity's accuracy per file, with its default settings and with -ub 32, and
     whether it got each task right ("right": one digit per task, in the file's order, put
     back from the order the tool takes them in)."""
     order = hellaswag.llama_perplexity_order(n)
     out = {}
     for name in names:
-        for label, ubatch in (("default", None), ("ubatch_32", 32)):
+        for label in settings:
+            ubatch = TOOL_SETTINGS[label]
             t0 = time.perf_counter()
             theirs = llama_perplexity_hellaswag(paths[name], task_file, n, threads=threads, ubatch=ubatch)
             right = ["0"] * n
@@ -143,7 +148,8 @@ def files_step(args: argparse.Namespace, tasks: hellaswag.TaskFile, paths: dict[
 
 def tool_step(args: argparse.Namespace, tasks: hellaswag.TaskFile, paths: dict[str, Path]) -> dict:
     task_file = first_tasks_file(len(tasks), args.work)
-    return {"llama_perplexity": tool_rows(paths, args.tool_files.split(","), task_file, len(tasks), args.threads)}
+    return {"llama_perplexity": tool_rows(paths, args.tool_files.split(","), args.tool_settings.split(","), task_file,
+                                          len(tasks), args.threads)}
 
 
 def ablation_step(args: argparse.Namespace, tasks: hellaswag.TaskFile, paths: dict[str, Path]) -> dict:
@@ -160,7 +166,10 @@ def load_part(work: Path, step: str, n: int) -> dict | None:
     if not parts:
         return None
     if step == "tool":
-        merged = {f: runs for p in parts for f, runs in p["llama_perplexity"].items()}
+        merged: dict[str, dict] = {}
+        for p in parts:
+            for f, runs in p["llama_perplexity"].items():
+                merged.setdefault(f, {}).update(runs)
         commands = " ; ".join(p["command"] for p in parts)
         return {**parts[0], "command": commands, "llama_perplexity": merged}
     return parts[0]
@@ -195,6 +204,8 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/swgguf-bench-hellaswag"))
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per model (1: fastest on a busy machine)")
     ap.add_argument("--tool-files", default="F16,Q3_K_M,Q4_K_M", help="files llama-perplexity scores too")
+    ap.add_argument("--tool-settings", default=",".join(TOOL_SETTINGS),
+                    help="llama-perplexity runs per file: default (its settings), ubatch_32 (-ub 32)")
     ap.add_argument("--scales", default="0,1.5,2", help="ablation scales α (0 is always run)")
     ap.add_argument("--salience-imatrix", type=Path, default=None,
                     help="convert --protect-sw's --salience-imatrix (default: computed from swgguf's built-in "
@@ -211,7 +222,8 @@ def main() -> int:
         part = {"command": " ".join(["python", *sys.argv]), "threads": args.threads, "n_tasks": len(tasks),
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **run[step](args, tasks, paths)}
         # the tool's runs per set of files: two processes can score different files side by side
-        name = f"tool-{args.tool_files.replace(',', '-')}" if step == "tool" else step
+        name = f"tool-{args.tool_files.replace(',', '-')}-{args.tool_settings.replace(',', '-')}" \
+            if step == "tool" else step
         write_json(part, args.work / f"part-{name}.json")
         merge(args, tasks)
     return 0
