@@ -372,6 +372,58 @@ def rpc_traffic() -> str:
     return "\n".join(lines)
 
 
+def _acc(r: dict) -> str:
+    return f"{100 * r['accuracy']:.1f} ± {100 * r['stderr']:.1f}"
+
+
+def _paired(v: dict | None) -> str:
+    return "-" if v is None else f"{100 * v['diff']:+.1f} ± {100 * v['stderr']:.1f}"
+
+
+def _hellaswag_files(d: dict) -> list[str]:
+    """Each file's accuracy, against F16 (paired) and as llama-perplexity scores it."""
+    tool = d.get("llama_perplexity", {})
+    lines = ["| file | MiB | sidecar KiB | accuracy % | vs F16 (paired) | same choice as F16 | llama-perplexity | "
+             "llama-perplexity -ub 32 |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in d["files"].items():
+        t = tool.get(name, {})
+        cells = [f"{100 * t[k]['accuracy']:.1f} ({t[k]['tasks_differing_from_swgguf']} tasks differ)" if k in t
+                 else "-" for k in ("default", "ubatch_32")]
+        same = f"{100 * r['vs_ref']['agree']:.1f}%" if r["vs_ref"] else "(reference)"
+        lines.append(f"| {name} | {_mib(r['size_bytes'])} | {r['sidecar_bytes'] / 1024:.0f} | {_acc(r)} | "
+                     f"{_paired(r['vs_ref'])} | {same} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def _hellaswag_ablation(a: dict) -> list[str]:
+    lines = [f"\nSuper-weight ablation of the F16 file ({'; '.join(a['super_weights'])}), same tasks:\n",
+             "| variant | accuracy % | vs original (paired) | same choice as original |", "|---|---|---|---|",
+             f"| original | {_acc(a['original'])} | | |"]
+    names = {0.0: "super weights pruned (α = 0)"}
+    for r in a["rows"]:
+        label = "pruned + super activation restored (α = 0 +SA)" if r["restore_sa"] else \
+            names.get(r["scale"], f"scaled (α = {r['scale']:g})")
+        lines.append(f"| {label} | {_acc(r)} | {_paired(r['vs_original'])} | "
+                     f"{100 * r['vs_original']['agree']:.1f}% |")
+    return lines
+
+
+def hellaswag() -> str:
+    """HellaSwag accuracy per file and per ablation variant (bench/hellaswag.py)."""
+    d = _load("hellaswag.json")
+    if d is None or "files" not in d:
+        return "*not measured yet (`python bench/hellaswag.py`).*"
+    t = d["tasks"]
+    cmds = "; ".join(f"`{c}`" for c in dict.fromkeys(v["command"] for v in d["steps"].values()))
+    lines = [f"{cmds} ({d['cpus']} cores): the first {t['n_tasks']} of the {t['of']} tasks of {t['source']}; "
+             "accuracy ± binomial standard error, paired differences ± the standard error of the per-task "
+             "difference.\n"]
+    lines += _hellaswag_files(d)
+    if "ablation" in d:
+        lines += _hellaswag_ablation(d["ablation"])
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "demo": demo,
     "convert_sweep": convert_sweep,
@@ -387,6 +439,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "sidecar_hash": sidecar_hash,
     "setup_time": setup_time,
     "rpc_traffic": rpc_traffic,
+    "hellaswag": hellaswag,
 }
 
 

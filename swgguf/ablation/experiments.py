@@ -24,11 +24,12 @@ from ..errors import SwggufError
 from ..evaluate import (Evaluator, KldStats, ModelSpec, PplStats, Text, Window, embedded_corpus, run_windows,
                         text_windows)
 from ..evaluate.evaluator import check_inputs
+from ..evaluate.hellaswag import TaskFile, TaskTokens, load_options, run_tasks, task_tokens
 from ..evaluate.stats import probabilities
 from ..formats.files import work_dir
 from ..formats.manifest import Manifest
 from ..progress import Progress, no_progress
-from .results import Ablation, RestoreResult, ScalePoint, StopwordRow
+from .results import Ablation, HellaswagAblation, HellaswagRow, RestoreResult, ScalePoint, StopwordRow
 from .sites import carries_scalars, find_super_weights, pruned_leftover, write_scalar_copy
 
 DEFAULT_SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
@@ -131,6 +132,20 @@ def stopword_rows(path: Path, text: Text, wins: Sequence[Window], ctx: int, orig
             for (t, c), a, b in zip(common, p_orig, p_pruned)]
 
 
+# --- HellaSwag -----------------------------------------------------------------------------------
+
+
+def hellaswag_rows(tasks: TaskFile, tokens: Sequence[TaskTokens], original: Evaluator, scales: Sequence[float],
+                   variants: Sequence[Evaluator], progress: Progress) -> HellaswagAblation:
+    """HellaSwag accuracy of the original and of every variant (one per scale, then +SA
+    if present), all on the same tasks (``tokens``: in the file's tokens)."""
+    stats = run_tasks([original, *variants], [tokens] * (1 + len(variants)), progress, stage=f"{STAGE} hellaswag")
+    rows = [HellaswagRow(f"α={a:g}", a, False, st) for a, st in zip(scales, stats[1:])]
+    if len(variants) > len(scales):
+        rows.append(HellaswagRow("α=0 +SA", 0.0, True, stats[-1]))
+    return HellaswagAblation(tasks, stats[0], rows)
+
+
 # --- the experiments -------------------------------------------------------------------------------
 
 
@@ -147,37 +162,54 @@ def check_options(stopwords: int | None, scales: Sequence[float]) -> list[float]
 def ablate(path: str | Path, manifest: Manifest | None = None, text: Text | None = None, ctx: int = 512,
            chunks: int | None = DEFAULT_CHUNKS, scales: Sequence[float] = DEFAULT_SCALES,
            restore_sa: bool = False, stopwords: int | None = None, n_threads: int | None = None,
-           workdir: str | Path | None = None, progress: Progress = no_progress) -> Ablation:
-    """Run the experiments on ``path``; alpha = 0 (pruning) is always among the scales."""
+           workdir: str | Path | None = None, hellaswag: TaskFile | None = None,
+           progress: Progress = no_progress) -> Ablation:
+    """Run the experiments on ``path``; alpha = 0 (pruning) is always among the scales.
+    With ``hellaswag``, also the HellaSwag accuracy of the original and of every variant."""
     path = Path(path)
     check_inputs([ModelSpec(path)])
     scales = check_options(stopwords, scales)
     text = text or embedded_corpus()
     sites = find_super_weights(path, manifest)
     wins = text_windows(path, text, ctx, chunks, llama_compat=False)
+    hs_tokens = task_tokens(path, hellaswag.tasks, ctx) if hellaswag is not None else None
     options = runtime.LoadOptions(n_ctx=ctx, n_batch=ctx, n_threads=n_threads)
-    with ExitStack() as stack:
+    with ExitStack() as files:
         driver, how = path, "file"
         if not carries_scalars(path, sites):
-            tmp = stack.enter_context(work_dir(workdir or tempfile.gettempdir(), "ablate"))
+            tmp = files.enter_context(work_dir(workdir or tempfile.gettempdir(), "ablate"))
             driver, how = write_scalar_copy(path, tmp / path.name, sites), "temporary copy"
-        original = _opened(stack, Evaluator(ModelSpec(path, "original"), options))
-        models = [_opened(stack, scaled(driver, a, options, len(sites))) for a in scales]
-        evaluators: list[Evaluator] = list(models)
-        if restore_sa:
-            evaluators.append(_opened(stack, RestoreSA(scaled(driver, 0.0, options, len(sites)),
-                                                       Evaluator(ModelSpec(path, "original (SA prefix)"), options))))
-        ppls, klds, ref_ppl = run_windows(evaluators, wins, original, progress, stage=STAGE)
-        result = Ablation(str(path), how, sites, text, ctx, len(wins), ref_ppl,
-                          [ScalePoint(a, p, k) for a, p, k in zip(scales, ppls, klds)],
-                          leftover=pruned_leftover(driver, sites))
-        if restore_sa:
-            result.restore_sa = _restored(result, ppls[-1], klds[-1])
-        if stopwords:
-            result.stopwords = stopword_rows(path, text, wins, ctx, original, models[scales.index(0.0)], stopwords,
-                                             progress)
-            result.n_prompts = stopwords
+        with ExitStack() as stack:
+            original, models, evaluators = variants(stack, path, driver, scales, restore_sa, len(sites), options)
+            ppls, klds, ref_ppl = run_windows(evaluators, wins, original, progress, stage=STAGE)
+            result = Ablation(str(path), how, sites, text, ctx, len(wins), ref_ppl,
+                              [ScalePoint(a, p, k) for a, p, k in zip(scales, ppls, klds)],
+                              leftover=pruned_leftover(driver, sites))
+            if restore_sa:
+                result.restore_sa = _restored(result, ppls[-1], klds[-1])
+            if stopwords:
+                result.stopwords = stopword_rows(path, text, wins, ctx, original, models[scales.index(0.0)],
+                                                 stopwords, progress)
+                result.n_prompts = stopwords
+        if hellaswag is not None:  # contexts of their own, as llama-perplexity --hellaswag makes them
+            with ExitStack() as stack:
+                original, _, evaluators = variants(stack, path, driver, scales, restore_sa, len(sites),
+                                                   load_options(ctx, n_threads))
+                result.hellaswag = hellaswag_rows(hellaswag, hs_tokens, original, scales, evaluators, progress)
     return result
+
+
+def variants(stack: ExitStack, path: Path, driver: Path, scales: Sequence[float], restore_sa: bool, n_sites: int,
+             options: runtime.LoadOptions) -> tuple[Evaluator, list[Evaluator], list[Evaluator]]:
+    """The original, one evaluator per scale, and those with the +SA one last; all closed
+    when ``stack`` closes."""
+    original = _opened(stack, Evaluator(ModelSpec(path, "original"), options))
+    models = [_opened(stack, scaled(driver, a, options, n_sites)) for a in scales]
+    evaluators: list[Evaluator] = list(models)
+    if restore_sa:
+        evaluators.append(_opened(stack, RestoreSA(scaled(driver, 0.0, options, n_sites),
+                                                   Evaluator(ModelSpec(path, "original (SA prefix)"), options))))
+    return original, models, evaluators
 
 
 def _opened(stack: ExitStack, ev: Evaluator) -> Evaluator:

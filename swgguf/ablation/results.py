@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 from .. import __version__
 from ..evaluate import KldStats, PplStats, Text
+from ..evaluate.hellaswag import HellaswagStats, TaskFile, tasks_info
 from .sites import SuperWeightSite
 
 @dataclass(frozen=True)
@@ -36,6 +37,31 @@ class StopwordRow:
         return self.p_pruned / self.p_original if self.p_original > 0 else float("inf")
 
 
+@dataclass(frozen=True)
+class HellaswagRow:
+    """HellaSwag accuracy of one variant (α = scale, or α = 0 with the SA restored)."""
+
+    label: str
+    scale: float
+    restore_sa: bool
+    stats: HellaswagStats
+
+
+@dataclass(frozen=True)
+class HellaswagAblation:
+    tasks: TaskFile
+    original: HellaswagStats
+    rows: list[HellaswagRow]
+
+    def as_dict(self) -> dict:
+        def row(label: str, st: HellaswagStats, extra: dict) -> dict:
+            v = st.versus(self.original)
+            return {"label": label, **extra, **st.as_dict(),
+                    "vs_original": {"diff": v.diff, "stderr": v.stderr, "agree": v.agree}}
+        return {"tasks": tasks_info(self.tasks), "original": row("original", self.original, {}),
+                "rows": [row(r.label, r.stats, {"scale": r.scale, "restore_sa": r.restore_sa}) for r in self.rows]}
+
+
 @dataclass
 class Ablation:
     file: str
@@ -50,6 +76,7 @@ class Ablation:
     stopwords: list[StopwordRow] | None = None
     n_prompts: int = 0
     leftover: float = 0.0
+    hellaswag: HellaswagAblation | None = None
 
     def point(self, alpha: float) -> ScalePoint:
         return next(p for p in self.scale if p.scale == alpha)
@@ -74,6 +101,7 @@ class Ablation:
                        "kld_stderr": p.kld.stderr, "kld_p99": p.kld.p99, "top1": p.kld.top1}
                       for p in self.scale],
             "restore_sa": None, "stopwords": None,
+            "hellaswag": self.hellaswag.as_dict() if self.hellaswag is not None else None,
         }
         if self.restore_sa is not None:
             r = self.restore_sa

@@ -1,7 +1,8 @@
 """The super-weight paper's experiments on a GGUF file, in llama.cpp.
 
   swgguf ablate FILE [--manifest m.json] [--text FILE] [--scale 0,0.5,1,1.5,2,3]
-                [--restore-sa] [--stopwords N] [--json out.json] [--plot out.png]
+                [--restore-sa] [--stopwords N] [--hellaswag TASKS [--tasks N]]
+                [--json out.json] [--plot out.png]
 
 * prune: perplexity with the super weights zeroed vs the original;
 * scale sweep: perplexity and KL(original || scaled) for each alpha, where each
@@ -10,7 +11,9 @@
   position of each window computed with them, which puts the super activation
   back where it lives (the paper's "Prune SW, +SA" row);
 * stop words (``--stopwords N``): mean next-token probability of the text's most
-  common tokens over N prompts, with and without the super weights.
+  common tokens over N prompts, with and without the super weights;
+* HellaSwag (``--hellaswag TASKS``): accuracy of the original and of every variant
+  above on the first ``--tasks`` tasks, scored as ``swgguf ppl --hellaswag`` does.
 
 Scaling goes through the runtime's ``SWGGUF_SW_SCALE``, which applies every
 super-weight scalar of a file's sidecar as alpha * w. A file whose sidecar does
@@ -26,7 +29,7 @@ import math
 from pathlib import Path
 
 from ..ablation import DEFAULT_CHUNKS, DEFAULT_SCALES, Ablation, ablate, plot, shown
-from ..evaluate import load_text
+from ..evaluate import hellaswag, load_text
 from ..formats.files import check_outputs, write_json
 
 
@@ -55,6 +58,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="also: super weights zeroed but the super activation restored")
     parser.add_argument("--stopwords", type=int, default=None, metavar="N",
                         help="also: stop-word probabilities over N prompts (the paper used 500)")
+    parser.add_argument("--hellaswag", type=Path, default=None, metavar="TASKS",
+                        help="also: HellaSwag accuracy of every variant, on this file in llama-perplexity's "
+                             "layout (plain or .bz2)")
+    parser.add_argument("--tasks", type=int, default=hellaswag.DEFAULT_TASKS, metavar="N",
+                        help=f"with --hellaswag: the first N tasks (default {hellaswag.DEFAULT_TASKS})")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's)")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the results as JSON")
     parser.add_argument("--plot", type=Path, default=None, metavar="OUT.png", help="write a plot")
@@ -66,13 +74,15 @@ def main(args: argparse.Namespace) -> int:
     from ..formats.manifest import load_manifest
     from .progress_bars import TaskBar
 
-    check_outputs([("--json", args.json), ("--plot", args.plot)], [args.file, args.manifest, args.text])
+    check_outputs([("--json", args.json), ("--plot", args.plot)],
+                  [args.file, args.manifest, args.text, args.hellaswag])
     manifest = load_manifest(args.manifest) if args.manifest is not None else None
     text = load_text(args.text)
+    tasks = hellaswag.read_tasks(args.hellaswag, args.tasks) if args.hellaswag is not None else None
     with TaskBar(Console(stderr=True), "ablate") as bar:
         result = ablate(args.file, manifest, text, ctx=args.ctx, chunks=args.chunks, scales=args.scale,
                         restore_sa=args.restore_sa, stopwords=args.stopwords, n_threads=args.threads,
-                        progress=bar)
+                        hellaswag=tasks, progress=bar)
     out = Console()
     for t in tables(result):
         out.print(t)
@@ -117,4 +127,22 @@ def tables(result: Ablation) -> list:
         for s in result.stopwords:
             stop.add_row(shown(s.text), str(s.count), f"{s.p_original:.4f}", f"{s.p_pruned:.4f}", f"×{s.factor:.2f}")
         out.append(stop)
+    if result.hellaswag:
+        out.append(hellaswag_table(result))
     return out
+
+
+def hellaswag_table(result: Ablation):
+    """HellaSwag accuracy per variant, and its paired difference from the original."""
+    from rich.table import Table
+
+    h = result.hellaswag
+    table = Table(title=f"HellaSwag: the first {len(h.tasks)} tasks of {h.tasks.source}")
+    for col in ("variant", "accuracy %", "Δ vs original (paired)", "same choice"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    table.add_row("original", f"{100 * h.original.accuracy:.2f} ± {100 * h.original.stderr:.2f}", "", "")
+    for r in h.rows:
+        v = r.stats.versus(h.original)
+        table.add_row(r.label, f"{100 * r.stats.accuracy:.2f} ± {100 * r.stats.stderr:.2f}",
+                      f"{100 * v.diff:+.2f} ± {100 * v.stderr:.2f}", f"{100 * v.agree:.1f}%")
+    return table

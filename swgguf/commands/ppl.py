@@ -2,6 +2,7 @@
 
   swgguf ppl FILE [FILE ...] [--ref F16.gguf] [--text FILE] [--ctx 512] [--chunks N]
              [--llama-compat] [--json out.json]
+  swgguf ppl FILE [FILE ...] --hellaswag TASKS [--tasks N] [--ref F16.gguf] [--json out.json]
 
 Perplexity is exp(mean NLL) over the scored tokens, with the standard error
 ppl * std(NLL) / sqrt(n) (tokens taken as independent, as llama-perplexity and
@@ -16,6 +17,11 @@ the share of tokens where both argmaxes agree and the RMS change of the
 correct token's probability. The reference runs once; all models are loaded
 together and evaluated window by window, so only one window of logits per
 model is ever held (ctx x vocab float32 each).
+
+``--hellaswag TASKS`` scores HellaSwag accuracy instead, as ``llama-perplexity
+--hellaswag`` does (TASKS in its layout, plain or .bz2; the first ``--tasks`` of
+them): accuracy +- binomial standard error per file and, with ``--ref``, the
+paired difference from the reference (docs/hellaswag.md).
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from ..evaluate import Result, evaluate, load_text, report
+from ..errors import SwggufError
+from ..evaluate import Result, evaluate, hellaswag, load_text, report
 from ..formats.files import check_outputs, write_json
 
 
@@ -39,6 +46,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunks", type=int, default=None, help="evaluate at most N windows (default: all)")
     parser.add_argument("--llama-compat", action="store_true",
                         help="score as llama-perplexity does (BOS per chunk, second half of each chunk)")
+    parser.add_argument("--hellaswag", type=Path, default=None, metavar="TASKS",
+                        help="score HellaSwag accuracy instead, on this file in llama-perplexity's layout "
+                             "(plain or .bz2)")
+    parser.add_argument("--tasks", type=int, default=hellaswag.DEFAULT_TASKS, metavar="N",
+                        help=f"with --hellaswag: the first N tasks (default {hellaswag.DEFAULT_TASKS})")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: llama.cpp's)")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
 
@@ -48,7 +60,9 @@ def main(args: argparse.Namespace) -> int:
 
     from .progress_bars import TaskBar
 
-    check_outputs([("--json", args.json)], [*args.files, args.ref, args.text])
+    check_outputs([("--json", args.json)], [*args.files, args.ref, args.text, args.hellaswag])
+    if args.hellaswag is not None:
+        return hellaswag_main(args)
     text = load_text(args.text)
     with TaskBar(Console(stderr=True), "ppl") as bar:
         results = evaluate(args.files, ref=args.ref, text=text, ctx=args.ctx, chunks=args.chunks,
@@ -67,7 +81,48 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def hellaswag_main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .progress_bars import TaskBar
+
+    if args.text is not None or args.chunks is not None or args.llama_compat:
+        raise SwggufError("--hellaswag scores HellaSwag instead of perplexity: --text, --chunks and "
+                          "--llama-compat do not apply")
+    tasks = hellaswag.read_tasks(args.hellaswag, args.tasks)
+    with TaskBar(Console(stderr=True), "hellaswag") as bar:
+        results = hellaswag.hellaswag(args.files, tasks, ref=args.ref, ctx=args.ctx, n_threads=args.threads,
+                                      progress=bar)
+    Console().print(hellaswag_table(results, f"HellaSwag: the first {len(tasks)} tasks of {args.hellaswag}"))
+    if args.json is not None:
+        write_json(hellaswag.report(results, tasks, args.ctx), args.json)
+    return 0
+
+
 # --- rendering ----------------------------------------------------------------------------
+
+
+def hellaswag_table(results: Sequence[hellaswag.HellaswagResult], title: str):
+    """Accuracy ± binomial error per file; with a reference, the paired difference from it."""
+    from rich.table import Table
+
+    has_ref = any(r.is_ref for r in results)
+    table = Table(title=title)
+    for col in ("file", "type", "size", "sidecar", "accuracy %", "Δ vs ref (paired)", "same choice", "tok/s"):
+        if has_ref or col not in ("Δ vs ref (paired)", "same choice"):
+            table.add_column(col, justify="left" if col in ("file", "type") else "right")
+    for r in results:
+        row = [r.name + (" (ref)" if r.is_ref else ""), r.info.type, _mib(r.info.size_bytes),
+               _mib(r.info.sidecar_bytes) if r.info.sidecar_bytes else "-",
+               f"{100 * r.stats.accuracy:.2f} ± {100 * r.stats.stderr:.2f}"]
+        if has_ref:
+            v = r.vs_ref
+            row += ["", ""] if v is None else [f"{100 * v.diff:+.2f} ± {100 * v.stderr:.2f}", f"{100 * v.agree:.1f}%"]
+        row.append(_fmt(r.tokens_per_s, ".0f"))
+        table.add_row(*row)
+    return table
+
+
 
 
 def _mib(n: int | None) -> str:

@@ -64,6 +64,16 @@ class Evaluator:
         """The logits themselves (subclasses change how they are computed)."""
         return runtime.logits(self.llama, tokens)
 
+    def branches(self, n_keep: int, continuations: Sequence[Sequence[int]]) -> list[np.ndarray]:
+        """Logits of each continuation after the first ``n_keep`` positions of the sequence
+        evaluated last, which are kept and computed once (HellaSwag's endings; in one
+        decode where the context was made with a sequence per continuation)."""
+        t0 = time.perf_counter()
+        out = runtime.branch_logits(self.llama, n_keep, continuations)
+        self.seconds += time.perf_counter() - t0
+        self.tokens += sum(len(c) for c in continuations)
+        return out
+
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds else float("nan")

@@ -17,7 +17,7 @@ import logging
 import os
 import weakref
 from collections import deque
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -130,6 +130,9 @@ class LoadOptions:
     # CPU weight repacking (llama.cpp's default; --no-repack): off, the CPU runs the same
     # kernels on the same layout as a ggml-rpc-server does, which cannot repack
     repack: bool = True
+    n_seq: int = 1  # sequences sharing the KV cache (HellaSwag's endings: 4, see branches.py)
+    n_ubatch: int | None = None  # tokens llama.cpp computes at once; None: n_batch
+    flash_attn: bool = False  # llama-cpp-python's default; llama-perplexity's is on for the CPU
 
 
 def load(path: str | Path, options: LoadOptions = LoadOptions(), settings: ContextSettings | None = None):
@@ -145,10 +148,11 @@ def load(path: str | Path, options: LoadOptions = LoadOptions(), settings: Conte
     kwargs = dict(
         n_ctx=options.n_ctx,
         n_batch=options.n_batch,
-        n_ubatch=options.n_batch,
+        n_ubatch=options.n_ubatch or options.n_batch,
         logits_all=True,
         verbose=False,
         n_gpu_layers=options.n_gpu_layers,
+        flash_attn=options.flash_attn,
     )
     if options.n_threads:
         kwargs.update(n_threads=options.n_threads, n_threads_batch=options.n_threads)
@@ -160,6 +164,8 @@ def load(path: str | Path, options: LoadOptions = LoadOptions(), settings: Conte
                 _model_params(llama_cpp, **({} if options.repack else {"use_extra_bufts": False})):
             applies = os.environ.get(ENV_SIDECAR, "1") != "0"
             llama = llama_cpp.Llama(str(path), **kwargs)
+            if options.n_seq > 1:
+                _share_kv_cache(llama, options.n_seq)
     except (ValueError, RuntimeError) as err:
         raise SwggufError(_load_error(path) if _recent_errors else str(err), path) from None
     _applies_sidecars[llama] = applies
@@ -190,6 +196,22 @@ def _model_params(llama_cpp, **fields: object) -> Iterator[None]:
         lib.llama_model_default_params = default
 
 
+def _share_kv_cache(llama, n_seq: int) -> None:
+    """Give ``llama`` a context of ``n_seq`` sequences in one KV cache (as llama-perplexity
+    --hellaswag makes it). llama-cpp-python's Llama has no argument for it, so the context
+    it made is replaced by one made from the same parameters with n_seq_max set; this runs
+    inside load()'s environment block, so the runtime reads the same SWGGUF_* settings."""
+    from llama_cpp import _internals
+
+    params = type(llama.context_params).from_buffer_copy(llama.context_params)
+    params.n_seq_max = n_seq
+    params.kv_unified = True
+    old = llama._ctx
+    llama._ctx = llama._stack.enter_context(
+        closing(_internals.LlamaContext(model=llama._model, params=params, verbose=False)))
+    old.close()
+
+
 def applied_scalar_count(llama) -> int:
     """How many super-weight scalars the runtime applies in ``llama``'s context (0 when
     it ignores the file's sidecars). SwggufError when the runtime is not the patched one.
@@ -211,6 +233,20 @@ def logits(llm, tokens: Sequence[int]) -> np.ndarray:
     llm.reset()
     llm.eval(list(tokens))
     return np.array(llm.scores[: len(tokens)], dtype=np.float32)
+
+
+def continuation_logits(llm, n_keep: int, tokens: Sequence[int]) -> np.ndarray:
+    """Float32 logits (len(tokens), n_vocab) of ``tokens`` evaluated after the first
+    ``n_keep`` positions already in ``llm``'s context (from :func:`logits` or an earlier
+    call), which are kept; whatever followed them is dropped from the KV cache. HellaSwag's
+    four endings share their context this way: it is computed once."""
+    if not 0 < n_keep <= llm.n_tokens:
+        raise SwggufError(f"cannot continue after {n_keep} positions: the context holds {llm.n_tokens}")
+    if n_keep + len(tokens) > llm.n_ctx():
+        raise SwggufError(f"{n_keep + len(tokens)} tokens do not fit the context of {llm.n_ctx()}")
+    llm.n_tokens = n_keep  # eval() drops the KV cache from n_tokens on before it decodes
+    llm.eval(list(tokens))
+    return np.array(llm.scores[n_keep: n_keep + len(tokens)], dtype=np.float32)
 
 
 @contextmanager
