@@ -15,12 +15,13 @@
 # WHEELS: pure-Python wheels missing there (gguf, diskcache).
 set -euo pipefail
 OUT=${OUT:-out/cuda}
-BUILD=${BUILD:-device/build}
+BUILD=${BUILD:-device/build}   # may be absolute (outside a tree that a later call replaces)
+SRC=${SRC:-device/src}         # where build unpacks SRC_TAR
 ARCH=${ARCH:-90}
 mkdir -p "$OUT"
 
 build() {
-    local src=device/src
+    local src=$SRC
     rm -rf "$src" && mkdir -p "$src" && tar -xJf "$1" -C "$src"
     local start=$(date +%s)
     cmake -S "$src" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_CUDA=ON \
@@ -33,7 +34,7 @@ build() {
 
 env_setup() {  # SDIST_PY WHEELS
     [ -d /tmp/site ] || python3 -m pip install -q --no-index --no-deps --target /tmp/site "$2"/*.whl
-    export PYTHONPATH="$PWD:$1:/tmp/site" LLAMA_CPP_LIB_PATH="$PWD/$BUILD/bin"
+    export PYTHONPATH="$PWD:$1:/tmp/site" LLAMA_CPP_LIB_PATH="$(realpath -m "$BUILD")/bin"
 }
 
 tests() {  # SDIST_PY WHEELS

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
 import weakref
 from collections import deque
 from contextlib import closing, contextmanager
@@ -40,6 +41,10 @@ LogSink = Callable[[int, str], None]
 
 _recent_errors: deque[str] = deque(maxlen=16)
 _swgguf_lines: deque[tuple[int, str]] = deque(maxlen=64)  # (sequence number, line)
+# the loader's line saying where a file's sidecars went, one per buffer type, e.g.
+# "upload: 3 sidecars in CUDA0 (0.01 MiB)": the series logs it from a static function
+# (upload), so the line does not name swgguf and needs its own pattern
+_UPLOAD_LINE = re.compile(r"^\w+: \d+ sidecars in \S+ \(")
 _n_lines = 0  # lines seen so far: tells a load's own lines from older ones
 _sinks: list[LogSink] = []  # extra readers of the log (quantize's progress)
 _callback = None  # keeps the ctypes callback alive
@@ -72,7 +77,7 @@ def _install_log_callback(llama_cpp) -> None:
         _n_lines += 1
         if level in (GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR):
             _recent_errors.append(line.strip())
-        if "swgguf" in line:
+        if "swgguf" in line or _UPLOAD_LINE.match(line):
             _swgguf_lines.append((_n_lines, line.strip()))
         for sink in _sinks:
             sink(level, line)
@@ -95,7 +100,8 @@ def log_sink(sink: LogSink) -> Iterator[None]:
 
 
 def swgguf_log_lines() -> list[str]:
-    """The runtime's recent log lines that mention swgguf (sidecars loaded, env read)."""
+    """The runtime's recent log lines about sidecars: those that mention swgguf (the
+    settings read, warnings) and the loader's "upload: N sidecars in BUFFER (X MiB)"."""
     return [line for _, line in _swgguf_lines]
 
 
