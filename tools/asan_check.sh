@@ -5,6 +5,7 @@
 #   tools/asan_check.sh build SRC_TAR STOCK_TAR SDIST_PY WHEELS  # patched llama.cpp -> $BUILD, its
 #                                   # unpatched base -> where build_stock_library() looks ($SWGGUF_CACHE)
 #   tools/asan_check.sh tests SDIST_PY WHEELS  # the runtime tests -> $OUT/asan_tests.log (+ every report)
+#   tools/asan_check.sh control                # planted bugs, same settings -> $OUT/asan_control.log
 #
 # SRC_TAR / STOCK_TAR: the patched tree and its base commit as .tar.xz (tools/device_tree.sh);
 # SDIST_PY, WHEELS: as in tools/cuda_check.sh. Both builds: the runtime's own CMake options
@@ -25,6 +26,37 @@ mkdir -p "$OUT"
 env_setup() {  # SDIST_PY WHEELS
     [ -d /tmp/site ] || python3 -m pip install -q --no-index --no-deps --target /tmp/site "$2"/*.whl
     export PYTHONPATH="$PWD:$(realpath "$1"):/tmp/site" LLAMA_CPP_LIB_PATH="$(realpath -m "$BUILD")/bin"
+}
+
+san_env() {  # REPORT_DIR: the sanitizer runtimes preloaded, every report written under REPORT_DIR
+    rm -rf "$1" && mkdir -p "$1"
+    export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+    # UBSan ignores log_path when it shares the process with ASan (seen with gcc 12: its
+    # reports go to stderr, which the tests capture), so a UB report must stop the process
+    # instead: halt_on_error, exit 87, and the test that ran it fails
+    export ASAN_OPTIONS="detect_leaks=0:exitcode=86:log_path=$1/asan" \
+        UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=87:log_path=$1/ubsan"
+}
+
+control() {  # that the settings catch a bug: a planted UB shift and heap overflow in an
+    # instrumented library that python loads through ctypes (as llama-cpp-python loads
+    # libllama), the overflow in a child process like the tests' probes
+    local lib=/tmp/planted.so san=/tmp/asan-control
+    printf '%s\n' '#include <stdlib.h>' 'int shift(int x, int n) { return x << n; }' \
+        '__attribute__((no_sanitize("undefined"))) int read_past(int i) { int *a = malloc(4 * sizeof(int)); int v = a[i]; free(a); return v; }' > /tmp/planted.c
+    gcc -shared -fPIC -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer /tmp/planted.c -o "$lib"
+    san_env "$san"
+    local rc_ub=0 rc_heap=0
+    python3 -c "import ctypes; ctypes.CDLL('$lib').shift(1, 40); print('UB not stopped')" 2> "$OUT/ubsan_stderr.txt" || rc_ub=$?
+    python3 -c "import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-c',
+        'import ctypes; ctypes.CDLL(\"$lib\").read_past(6)']))" || rc_heap=$?
+    unset LD_PRELOAD
+    { echo "planted UB shift: exit $rc_ub (87 expected); its report (stderr): $(grep -m1 'runtime error:' "$OUT/ubsan_stderr.txt")"
+      echo "planted heap overflow in a child: exit $rc_heap (86 expected);" \
+           "$(cat "$san"/* 2>/dev/null | grep -c 'ERROR: AddressSanitizer') AddressSanitizer report(s) in $(ls "$san" | wc -l) file(s)"
+      for r in "$san"/*; do [ -e "$r" ] && { echo "== $(basename "$r")"; head -n 6 "$r"; }; done; } > "$OUT/asan_control.log"
+    cat "$OUT/asan_control.log"
+    [ "$rc_ub" = 87 ] && [ "$rc_heap" = 86 ]
 }
 
 stock_dir() {  # the build folder that swgguf.runtime.build.build_stock_library() returns (its bin/)
@@ -55,9 +87,8 @@ build() {  # SRC_TAR STOCK_TAR SDIST_PY WHEELS
 
 tests() {  # SDIST_PY WHEELS
     env_setup "$@"
-    local san=/tmp/asan-reports; rm -rf "$san" && mkdir -p "$san"
-    export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
-    export ASAN_OPTIONS="detect_leaks=0:exitcode=86:log_path=$san/asan" UBSAN_OPTIONS="print_stacktrace=1:log_path=$san/ubsan"
+    local san=/tmp/asan-reports
+    san_env "$san"
     export SWGGUF_FUSION_CASES=${FUSION_CASES:-}
     run() {  # NAME FILES...: one pytest session, its own temporary folder
         python3 -m pytest -q -ra -p no:cacheprovider --basetemp "/tmp/pytest-$1" "${@:2}" > "$OUT/pytest-$1.log" 2>&1 \
