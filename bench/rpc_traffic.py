@@ -40,7 +40,6 @@ HOST = "127.0.0.1"
 PHASES = ("load", "prompt", "first_token", "next_tokens")
 OUT = ROOT / "bench" / "results" / "rpc_traffic_smollm2.json"
 # what llama.cpp's log says about where things went
-UPLOAD = re.compile(r"upload: (\d+) sidecars in (\S+) \(([\d.]+) MiB\)")
 MODEL_BUFFER = re.compile(r"load_tensors: +(\S+) model buffer size = +([\d.]+) MiB")
 
 
@@ -163,7 +162,7 @@ def client(model: str, endpoints: str, n_prompt: int, n_gen: int) -> None:
         m.eval([int(np.argmax(m.scores[m.n_tokens - 1]))])
     phase("next_tokens")
     log = "".join(lines)
-    print(json.dumps({"sidecars": [(int(n), buf, float(mib)) for n, buf, mib in UPLOAD.findall(log)],
+    print(json.dumps({"sidecars": llm.sidecar_uploads(log),
                       "model_buffers": [(buf, float(mib)) for buf, mib in MODEL_BUFFER.findall(log)]}), flush=True)
 
 

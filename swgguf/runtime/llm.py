@@ -44,7 +44,7 @@ _swgguf_lines: deque[tuple[int, str]] = deque(maxlen=64)  # (sequence number, li
 # the loader's line saying where a file's sidecars went, one per buffer type, e.g.
 # "upload: 3 sidecars in CUDA0 (0.01 MiB)": the series logs it from a static function
 # (upload), so the line does not name swgguf and needs its own pattern
-_UPLOAD_LINE = re.compile(r"^\w+: \d+ sidecars in \S+ \(")
+SIDECAR_UPLOAD = re.compile(r"upload: (\d+) sidecars in (\S+) \(([\d.]+) MiB\)")
 _n_lines = 0  # lines seen so far: tells a load's own lines from older ones
 _sinks: list[LogSink] = []  # extra readers of the log (quantize's progress)
 _callback = None  # keeps the ctypes callback alive
@@ -77,7 +77,7 @@ def _install_log_callback(llama_cpp) -> None:
         _n_lines += 1
         if level in (GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR):
             _recent_errors.append(line.strip())
-        if "swgguf" in line or _UPLOAD_LINE.match(line):
+        if "swgguf" in line or SIDECAR_UPLOAD.search(line):
             _swgguf_lines.append((_n_lines, line.strip()))
         for sink in _sinks:
             sink(level, line)
@@ -97,6 +97,12 @@ def log_sink(sink: LogSink) -> Iterator[None]:
         yield
     finally:
         _sinks.remove(sink)
+
+
+def sidecar_uploads(log: str) -> list[tuple[int, str, float]]:
+    """(sidecars, buffer type, MiB) of every upload line in a llama.cpp log (a tool's or
+    a server's output, or the joined :func:`swgguf_log_lines`)."""
+    return [(int(n), buft, float(mib)) for n, buft, mib in SIDECAR_UPLOAD.findall(log)]
 
 
 def swgguf_log_lines() -> list[str]:

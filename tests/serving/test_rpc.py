@@ -44,6 +44,7 @@ from processes import HOST, free_port, port_open, running, tool
 from reference_run import THREADS
 from swgguf.errors import SwggufError
 from swgguf.runtime import rpc, vocab
+from swgguf.runtime.llm import sidecar_uploads
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,6 @@ TEXT = ("The lighthouse keeper wrote in his journal every night: the wind, the s
         "that passed on their way north.")
 SIDECAR_EFFECT_MIN = 0.5  # max |logit difference| between the protected and the plain file, at least
 PROBE_TIMEOUT_S = 600  # a bound, not a measurement
-UPLOAD = re.compile(r"upload: (\d+) sidecars in (\S+) \(([\d.]+) MiB\)")
 ASSIGNED = re.compile(r"layer +(\d+) assigned to device (\S+),")
 
 
@@ -101,7 +101,7 @@ def test_each_sidecar_lives_on_its_weights_device(runs, rpc_endpoints, protected
     assert set(layer_device.values()) >= set(buffer_of), f"layers not on both servers: {layer_device}"
     assert all(re.match(r"blk\.\d+\.", b) for b in protected_bases), protected_bases  # block weights only
     expected = Counter(buffer_of[layer_device[int(b.split(".")[1])]] for b in protected_bases)
-    uploaded = {buft: int(n) for n, buft, _ in UPLOAD.findall(log)}
+    uploaded = {buft: n for n, buft, _ in sidecar_uploads(log)}
     assert uploaded == dict(expected), log[-3000:]
 
 
