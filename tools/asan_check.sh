@@ -59,10 +59,8 @@ control() {  # that the settings catch a bug: a planted UB shift and heap overfl
     [ "$rc_ub" = 87 ] && [ "$rc_heap" = 86 ]
 }
 
-stock_dir() {  # the build folder that swgguf.runtime.build.build_stock_library() returns (its bin/)
-    python3 -c 'import hashlib; from swgguf.runtime import build as b; c = b.BuildConfig()
-f = hashlib.sha256(" ".join(b.cmake_args(c)).encode()).hexdigest()[:8]
-print(b.cache_root() / "stock" / f"{b.LLAMA_CPP_PYTHON_VERSION}-{c.variant}-{f}" / "build")'
+stock_dir() {  # the build folder whose bin/ swgguf.runtime.build.build_stock_library() returns
+    python3 -c 'from swgguf.runtime.build import stock_build_dir; print(stock_build_dir())'
 }
 
 build_one() {  # TAR BUILD_DIR NAME

@@ -365,14 +365,20 @@ def install_wheel(wheel: Path, progress: Progress, log_path: Path) -> None:
          log_path, progress)
 
 
+def stock_build_dir(cfg: BuildConfig = BuildConfig()) -> Path:
+    """The CMake build folder of the unpatched library: keyed by the CMake options, so a
+    library built elsewhere with the same options (tools/asan_check.sh) is found here."""
+    flags = hashlib.sha256(" ".join(cmake_args(cfg)).encode()).hexdigest()[:8]
+    return cache_root() / "stock" / f"{LLAMA_CPP_PYTHON_VERSION}-{cfg.variant}-{flags}" / "build"
+
+
 def build_stock_library(cfg: BuildConfig = BuildConfig(), progress: Progress = lambda msg: None) -> Path:
     """libllama of the *unpatched* pinned sdist (for A/B tests); returns its directory.
 
     Built with the same CMake options as the runtime, so a difference in logits
     can only come from the patches.
     """
-    flags = hashlib.sha256(" ".join(cmake_args(cfg)).encode()).hexdigest()[:8]
-    cache = cache_root() / "stock" / f"{LLAMA_CPP_PYTHON_VERSION}-{cfg.variant}-{flags}"
+    cache = stock_build_dir(cfg).parent
     lib_dir = cache / "build" / "bin"
     if (lib_dir / "libllama.so").is_file():
         return lib_dir
