@@ -23,10 +23,7 @@ export SWGGUF_CACHE=${SWGGUF_CACHE:-$PWD/device/asan-cache}
 SAN="-DLLAMA_SANITIZE_ADDRESS=ON -DLLAMA_SANITIZE_UNDEFINED=ON -DGGML_SANITIZE_ADDRESS=ON -DGGML_SANITIZE_UNDEFINED=ON"
 mkdir -p "$OUT"
 
-env_setup() {  # SDIST_PY WHEELS
-    [ -d /tmp/site ] || python3 -m pip install -q --no-index --no-deps --target /tmp/site "$2"/*.whl
-    export PYTHONPATH="$PWD:$(realpath "$1"):/tmp/site" LLAMA_CPP_LIB_PATH="$(realpath -m "$BUILD")/bin"
-}
+source "$(dirname "$0")/device_env.sh"  # env_setup SDIST_PY WHEELS
 
 san_env() {  # REPORT_DIR: the sanitizer runtimes preloaded, every report written under REPORT_DIR
     rm -rf "$1" && mkdir -p "$1"

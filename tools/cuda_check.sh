@@ -32,10 +32,7 @@ build() {
     echo "build: $(( $(date +%s) - start )) s"
 }
 
-env_setup() {  # SDIST_PY WHEELS
-    [ -d /tmp/site ] || python3 -m pip install -q --no-index --no-deps --target /tmp/site "$2"/*.whl
-    export PYTHONPATH="$PWD:$1:/tmp/site" LLAMA_CPP_LIB_PATH="$(realpath -m "$BUILD")/bin"
-}
+source "$(dirname "$0")/device_env.sh"  # env_setup SDIST_PY WHEELS
 
 tests() {  # SDIST_PY WHEELS
     env_setup "$@"
