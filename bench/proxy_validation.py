@@ -68,16 +68,44 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def rescore(out: Path, factors_file: Path) -> int:
+    """The recorded probes' predictions weighed by the measured KLD per unit of proxy of their
+    tensor's group (swgguf.optimize.sensitivity): Spearman against the same measurements."""
+    import json
+
+    from swgguf.optimize import load_factors, weigh
+    from swgguf.optimize.tables import Tables, TensorTable, TypeOption
+
+    result = json.loads(out.read_text())
+    factors = load_factors(factors_file)
+    one = np.ones(1)
+    for p in result["probes"]:  # weigh() on a one-tensor table: the tensor's own factor
+        t = Tables("", 0, {p["tensor"]: TensorTable(p["tensor"], 1, [TypeOption("", "", 0, 1.0, one)])})
+        p["kld_weighted_removed"] = p["proxy_removed"] * weigh(t, factors).tensors[p["tensor"]].options[0].error
+    pred = [p["kld_weighted_removed"] for p in result["probes"]]
+    result["spearman_kld_weighted"] = spearman(pred, [p["kld_removed"]["diff_mean"] for p in result["probes"]])
+    result["rescore_command"] = " ".join(["python", "bench/proxy_validation.py", "--model", result["model"],
+                                          "--rescore", "WORK/sensitivity.json"])
+    write_json(result, out)
+    print(f"Spearman: plain proxy {result['spearman']:.2f}, KLD-weighed {result['spearman_kld_weighted']:.2f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2", choices=("smollm2", "qwen"))
     ap.add_argument("--chunks", type=int, default=4)
     ap.add_argument("--n", type=int, default=12, help="type raises (and n // 3 column additions)")
     ap.add_argument("--work", type=Path)
+    ap.add_argument("--rescore", type=Path, metavar="SENSITIVITY_JSON",
+                    help="only add the rank correlation of the KLD-weighed proxy (the factors bench/pareto_sized.py "
+                         "measured, same tables) to the recorded probes")
     args = ap.parse_args()
     work = args.work or Path(f"/tmp/swgguf-bench-sized-{args.model}")
     work.mkdir(parents=True, exist_ok=True)
     out = ROOT / "bench" / "results" / f"proxy_validation_{args.model}.json"
+    if args.rescore:
+        return rescore(out, args.rescore)
     ref = reference(args.model, work)
     imatrix = imatrix_file(ref, work)
     result: dict = {"command": " ".join(["python", *sys.argv]), "model": args.model, "chunks": args.chunks}

@@ -179,23 +179,43 @@ def _pm(p: dict, base: float) -> str:
     return f"{100 * p['diff_mean'] / base:+.1f}% ± {100 * p['diff_stderr'] / base:.1f}%"
 
 
-def _sized_rows(d: dict) -> list[str]:
+def _sized_rows(d: dict, key: str = "points") -> list[str]:
     runs = d["runs"]
     rows = []
-    for pt in d.get("points", []):
+    for pt in d.get(key, []):
+        ftype = pt["stock"].split()[0]
+        plain = runs.get(f"{ftype} plain", {})
+        head = f"| {ftype} | {_mib(pt['size_bytes'])} | {plain.get('kld_mean', float('nan')):.4f} | {pt['kld_mean']:.4f} |"
+        if ftype in d.get("no_room", {}):
+            rows.append(f"{head} - | no room: the same file as stock | - | - | - | no |")
+            continue
         t, s = pt.get("types"), pt.get("types+sidecar")
         if not (t and s):
             continue
-        ftype = pt["stock"].split()[0]
-        plain = runs.get(f"{ftype} plain", {})
         g = pt["gain_nats"]
         share = g["types"] / (g["types"] + g["sidecar"]) if g["types"] + g["sidecar"] > 0 else float("nan")
-        rows.append(f"| {ftype} | {_mib(pt['size_bytes'])} | {plain.get('kld_mean', float('nan')):.4f} | "
-                    f"{pt['kld_mean']:.4f} | {_mib(t['size_bytes'])} | {t['kld_mean']:.4f} "
+        split = ("types only (no column bought)" if s.get("same_as_types")
+                 else f"{100 * share:.0f}% / {100 - 100 * share:.0f}%")
+        rows.append(f"{head} {_mib(t['size_bytes'])} | {t['kld_mean']:.4f} "
                     f"({_pm(t['vs_stock_imatrix'], pt['kld_mean'])}) | {_mib(s['size_bytes'])} | {s['kld_mean']:.4f} "
-                    f"({_pm(s['vs_stock_imatrix'], pt['kld_mean'])}) | {100 * share:.0f}% / {100 - 100 * share:.0f}% | "
+                    f"({_pm(s['vs_stock_imatrix'], pt['kld_mean'])}) | {split} | "
                     f"{'yes' if pt['target_30pct_met'] else 'no'} |")
     return rows
+
+
+def _restriction(d: dict) -> str:
+    below = d.get("restricted_below")
+    if not below:
+        return ("The optimizer could use every type of its ladder, also those at or above the reference's own "
+                "precision (where requantizing nearly reproduces the reference: part of such gains is the "
+                "reference's artefact).")
+    kept = d.get("kept_stock_tensors", {})
+    return (f"The optimizer used only types below {below}, the reference's own precision, and kept as in the stock "
+            f"file the tensors that it has at {below} or above ("
+            + ", ".join(f"{pt['stock'].split()[0]}: {kept.get(pt['stock'].split()[0], 0)}"
+                        for pt in d.get("points", [])) + " tensors): requantized at that precision they nearly "
+            "reproduce the reference, so both files profit from its grid on the same tensors. \"no room\": the "
+            "stock file already has every other tensor at its cheapest type below that precision.")
 
 
 def pareto_sized() -> str:
@@ -209,17 +229,66 @@ def pareto_sized() -> str:
         out += [f"**{title}** — `{d['command']}` ({d['cpus']} cores); reference: {d['reference']}; mean KLD vs "
                 f"F16 on {d['eval_text']}, {d['chunks']} x {d['ctx']} tokens; imatrix from {d['calibration']}. "
                 "In brackets: the paired per-token difference from the stock imatrix file, ± its standard "
-                "error.\n",
+                f"error. {_restriction(d)}\n",
                 "| type | stock imatrix MiB | stock KLD | stock + imatrix KLD | swgguf types MiB | swgguf types KLD | "
                 "swgguf types+sidecar MiB | swgguf types+sidecar KLD | gain from types / sidecar | >= 30% lower |",
                 "|---|---|---|---|---|---|---|---|---|---|", *_sized_rows(d), ""]
+        if d.get("points_plain_proxy"):
+            out += ["The same sizes planned on the plain error proxy (`--sensitivity none`), for comparison:\n",
+                    "| type | stock imatrix MiB | stock KLD | stock + imatrix KLD | plain proxy types MiB | "
+                    "plain proxy types KLD | plain proxy types+sidecar MiB | plain proxy types+sidecar KLD | "
+                    "gain from types / sidecar | >= 30% lower |", "|---|---|---|---|---|---|---|---|---|---|",
+                    *_sized_rows(d, "points_plain_proxy"), ""]
         asked = d["command"].split("--types ")[1].split()[0].split(",") if "--types " in d["command"] else []
-        if len(asked) > len(d["points"]):
-            out.append(f"*The run measured {len(d['points'])} of the {len(asked)} sizes it was asked for; "
+        if len(asked) > len(d.get("points", [])):
+            out.append(f"*The run measured {len(d.get('points', []))} of the {len(asked)} sizes it was asked for; "
                        "the others were not measured (CPU time).*\n")
         if (RESULTS / f"pareto_sized_{model}.png").is_file():
             out.append(f"![size vs KLD, {title}](bench/results/pareto_sized_{model}.png)\n")
     return "\n".join(out)
+
+
+def pareto_sized_files() -> str:
+    """Every file of bench/pareto_sized.py with PPL, top-1 agreement and the KLD tail."""
+    out = []
+    for model, title in (("smollm2", "SmolLM2-135M-Instruct"), ("qwen", "Qwen2.5-Coder-1.5B-Instruct")):
+        d = _load(f"pareto_sized_{model}.json")
+        if d is None:
+            continue
+        out += [f"**{title}** (reference PPL {d['reference_ppl']:.3f}; `{d['command']}`)\n",
+                "| file | MiB | PPL | top-1 same as F16 | mean KLD | KLD p99 | sidecar columns (tensors) |",
+                "|---|---|---|---|---|---|---|"]
+        for name, r in d["runs"].items():
+            plan = r.get("plan") or {}
+            cols = f"{plan['sidecar_cols']} ({plan['sidecar_tensors']})" if plan.get("sidecar_cols") else "-"
+            out.append(f"| {name} | {_mib(r['size_bytes'])} | {r['ppl']:.3f} | {100 * r['top1']:.1f}% | "
+                       f"{r['kld_mean']:.4f} | {r['kld_p99']:.3f} | {cols} |")
+        out.append("")
+    return "\n".join(out) or "*not measured yet (`python bench/pareto_sized.py`).*"
+
+
+def sensitivity_factors() -> str:
+    """The measured KLD per unit of error proxy, per tensor group (bench/pareto_sized.py)."""
+    out = []
+    for model, title in (("smollm2", "SmolLM2-135M-Instruct"), ("qwen", "Qwen2.5-Coder-1.5B-Instruct")):
+        d = _load(f"pareto_sized_{model}.json")
+        if not d or "sensitivity_factors" not in d:
+            continue
+        f = d["sensitivity_factors"]
+        secs = d.get("sensitivity_seconds")
+        out += [f"**{title}** (`{d['command']}`"
+                + (f"; measured in {secs:.0f} s" if secs else "") + "): each group at its cheapest option in a "
+                "Q8_0 file, KLD added over the Q8_0 file (paired, ± s.e.) on 2 x 512 tokens of "
+                "swgguf/data/calibration.txt.\n",
+                "| group (layers) | tensors | proxy | KLD added | nats per unit of proxy | x the smallest |",
+                "|---|---|---|---|---|---|"]
+        low = min(v["nats_per_unit"] for v in f.values())
+        for g, v in sorted(f.items(), key=lambda kv: -kv[1]["nats_per_unit"]):
+            a, b = v["layers"]
+            out.append(f"| {g.split('@')[0]} ({a}-{b}) | {v['tensors']} | {v['proxy']:.4g} | {v['kld_added']:.4f} ± "
+                       f"{v['kld_added_stderr']:.4f} | {v['nats_per_unit']:.3g} | {v['nats_per_unit'] / low:.0f} |")
+        out.append("")
+    return "\n".join(out) or "*not measured yet (`python bench/pareto_sized.py`).*"
 
 
 def _sensitivity_rows(sens: dict) -> list[str]:
@@ -279,7 +348,9 @@ def proxy_validation() -> str:
         out += [f"`{v['command']}`: {model}, base plan (every planned tensor at its cheapest type) KLD "
                 f"{v['base_kld']:.4f} on {v['eval_text']}, {v['chunks']} x 512 tokens. **Spearman rank "
                 f"correlation between predicted and measured error removed: {v['spearman']:.2f}** over "
-                f"{len(v['probes'])} one-tensor moves.\n",
+                f"{len(v['probes'])} one-tensor moves"
+                + (f"; **{v['spearman_kld_weighted']:.2f}** with each prediction weighed by its group's measured KLD "
+                   f"per unit (`{v['rescore_command']}`)" if "spearman_kld_weighted" in v else "") + ".\n",
                 "| tensor | move | proxy removed | KLD removed (paired, ± s.e.) |", "|---|---|---|---|"]
         out += [f"| {p['tensor']} | {p['move']} | {p['proxy_removed']:.3g} | {p['kld_removed']['diff_mean']:+.5f} "
                 f"± {p['kld_removed']['diff_stderr']:.5f} |" for p in v["probes"]]
@@ -432,6 +503,8 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "detect_memory": detect_memory,
     "pareto": pareto,
     "pareto_sized": pareto_sized,
+    "pareto_sized_files": pareto_sized_files,
+    "sensitivity_factors": sensitivity_factors,
     "proxy_validation": proxy_validation,
     "qwen_slice": qwen_slice,
     "column_weight": column_weight,

@@ -159,20 +159,22 @@ def copy_keys(reader: gguf.GGUFReader, writer: gguf.GGUFWriter, skip: Collection
 
 def copy_gguf(src: str | Path | gguf.GGUFReader, dst: str | Path, *, add: Tensors = (),
               replace: Mapping[str, np.ndarray] | None = None, drop: Collection[str] = (),
-              kv: Mapping[str, object] | None = None, drop_keys: Collection[str] = ()) -> Path:
+              kv: Mapping[str, object] | None = None, drop_keys: Collection[str] = (),
+              swap: Mapping[str, gguf.ReaderTensor] | None = None) -> Path:
     """Copy GGUF ``src`` (a path or a reader) to ``dst``, atomically.
 
     Keys and tensor bytes are copied unchanged, as gguf-py's gguf_new_metadata.py
     does, except: tensors named in ``drop`` are left out; those in ``replace`` get new
-    data of the same type and size; ``add`` is appended (unvalidated: callers check
-    their format); keys in ``kv`` are set (replacing the file's). ``dst`` may not be
-    the source.
+    data of the same type and size; those in ``swap`` become another file's tensor of
+    the same shape, in its type (another quantization of the same weight); ``add`` is
+    appended (unvalidated: callers check their format); keys in ``kv`` are set
+    (replacing the file's). ``dst`` may not be the source.
     """
     reader = src if isinstance(src, gguf.GGUFReader) else open_gguf(src)
     dst = Path(dst)
     if same_file(dst, reader.data.filename):
         raise SwggufError("output would overwrite the input", dst)
-    kept = [t for t in reader.tensors if t.name not in drop]
+    kept = [_swapped(t, (swap or {}).get(t.name)) for t in reader.tensors if t.name not in drop]
     data = {t.name: _replacement(t, (replace or {}).get(t.name)) for t in kept}
     add = list(add)
     with atomic_output(dst) as tmp:
@@ -194,6 +196,15 @@ def copy_gguf(src: str | Path | gguf.GGUFReader, dst: str | Path, *, add: Tensor
             writer.write_tensor_data(a)
         writer.close()
     return dst
+
+
+def _swapped(t: gguf.ReaderTensor, other: gguf.ReaderTensor | None) -> gguf.ReaderTensor:
+    if other is None:
+        return t
+    if tensor_shape(other) != tensor_shape(t):
+        raise SwggufError(f"tensor '{t.name}' of shape {tensor_shape(t)} swapped for one of shape "
+                          f"{tensor_shape(other)}")
+    return other
 
 
 def _replacement(t: gguf.ReaderTensor, new: np.ndarray | None) -> np.ndarray:

@@ -16,23 +16,29 @@ import numpy as np
 
 from ..errors import SwggufError
 from ..formats.files import publish, work_dir
-from ..formats.gguf_io import copy_gguf
+from ..formats.gguf_io import check_gguf, check_tokenizer, copy_gguf
 from ..formats.sidecar import KEY_PROVENANCE_PREFIX, write_with_sidecars
 from ..conversion import ConvertOptions, ConvertReport, summarize
-from ..conversion.calibration import QuantImatrix, quantization_imatrix, salience_statistics
+from ..conversion.calibration import QuantImatrix, builtin_calibration, quantization_imatrix, salience_statistics
 from ..conversion.inputs import check_paths, prepare_input
 from ..conversion.pipeline import quantize_plain
 from ..progress import Progress, no_progress
 from ..protect import ProtectOptions, Statistics, protect
 from ..protect.provenance import provenance
 from ..protect.salience import TensorQuant, salience
+from ..evaluate import Window
+from ..evaluate.text import load_text, text_windows
 from .measure import LADDER, measure_tables, override_patterns
 from .planner import Plan, plan, trajectory
+from .sensitivity import GroupFactor, measure_factors, weigh
 from .tables import Tables
 
 KEY_PLAN = KEY_PROVENANCE_PREFIX + "plan"
 KEY_TARGET = KEY_PROVENANCE_PREFIX + "target_bytes"
 RESERVE = 8192  # bytes kept free for the provenance keys and scalar-only sidecars
+SENSITIVITY = ("kld", "none")
+SENSITIVITY_CTX = 512
+SENSITIVITY_WINDOWS = 2  # of the calibration text: 1,022 scored tokens per group
 MAX_TRIES = 3  # replans when the written file overshoots the prediction
 
 
@@ -45,19 +51,43 @@ class SizedResult:
 
 def convert_to_size(src: str | Path, dst: str | Path, target: int, opts: ConvertOptions, *, sidecar: bool = True,
                     ladder: tuple[str, ...] = LADDER, tables: Tables | None = None, column_weight: float = 1.0,
+                    sensitivity: str = "kld", factors: dict[str, GroupFactor] | None = None,
                     progress: Progress = no_progress) -> SizedResult:
     """``src`` converted to ``dst`` (atomic) as the plan for ``target`` file bytes says;
     ``tables`` measured beforehand (same model, base mixture and imatrix) skip the
-    measurement; ``column_weight``: see :func:`.planner.trajectory`."""
+    measurement; ``column_weight``: see :func:`.planner.trajectory`. ``sensitivity``
+    "kld": the tables weighed by each tensor group's measured KLD per unit of proxy
+    (:mod:`.sensitivity`; ``factors`` measured beforehand skip it), "none": the plain
+    proxy."""
+    if sensitivity not in SENSITIVITY:
+        raise SwggufError(f"sensitivity {sensitivity!r} is not one of {', '.join(SENSITIVITY)}")
+    if sensitivity == "kld" and factors is None:
+        check_gguf(src)  # its own errors first (missing, not a GGUF)
+        try:
+            check_tokenizer(src)
+        except SwggufError as err:
+            raise SwggufError(f"{err.args[0]}; --sensitivity kld measures KLD on a text (--sensitivity none: "
+                              "the plain error proxy)", src) from None
+
     def run(job: "_SizedJob") -> SizedResult:
         t = tables
+        q = dict(quant_imatrix=job.quant.imatrix if job.quant else None,
+                 imatrix_file=job.quant.recorded_as if job.quant else None, nthread=opts.quant.nthread)
         if t is None:
-            t = measure_tables(job.float_path, job.stats.imatrix, job.work, base_ftype=opts.quant.ftype,
-                               quant_imatrix=job.quant.imatrix if job.quant else None,
-                               imatrix_file=job.quant.recorded_as if job.quant else None, ladder=ladder,
-                               nthread=opts.quant.nthread, progress=progress)
-        return job.fit(Path(dst), target, t, sidecar, column_weight)
+            t = measure_tables(job.float_path, job.stats.imatrix, job.work, base_ftype=opts.quant.ftype, ladder=ladder,
+                               progress=progress, **q)
+        if sensitivity == "kld":
+            f = factors or measure_factors(job.float_path, t, calibration_windows(job.float_path, opts), job.work,
+                                           ctx=SENSITIVITY_CTX, progress=progress, **q)
+            t = weigh(t, f)
+        return job.fit(Path(dst), target, t, sidecar, column_weight, sensitivity)
     return _in_work(src, dst, opts, progress, run)
+
+
+def calibration_windows(float_path: Path, opts: ConvertOptions) -> list[Window]:
+    """The windows the sensitivity is measured on: the --calib text, else the built-in one."""
+    text = load_text(opts.quant.calib or builtin_calibration())
+    return text_windows(float_path, text, SENSITIVITY_CTX, SENSITIVITY_WINDOWS, False)
 
 
 def write_plan(src: str | Path, dst: str | Path, p: Plan, opts: ConvertOptions,
@@ -101,13 +131,14 @@ class _SizedJob:
     warnings: list[str]
     progress: Progress
 
-    def fit(self, dst: Path, target: int, tables: Tables, sidecar: bool, column_weight: float = 1.0) -> SizedResult:
+    def fit(self, dst: Path, target: int, tables: Tables, sidecar: bool, column_weight: float = 1.0,
+            sensitivity: str = "none") -> SizedResult:
         """Plan, make, check the size; replan with the overshoot taken off if needed."""
         steps = trajectory(tables, sidecar, column_weight)
         budget = target - RESERVE
         for _ in range(MAX_TRIES):
             p = plan(tables, budget, sidecar, steps)
-            p.budget, p.column_weight = target, column_weight
+            p.budget, p.column_weight, p.sensitivity = target, column_weight, sensitivity
             out, protection = self.make(p, target)
             size = out.stat().st_size
             if size <= target:

@@ -48,6 +48,7 @@ class Plan:
     budget: int = 0  # the file size the plan was made for
     sidecar: bool = True
     column_weight: float = 1.0  # how the greedy weighed columns (trajectory)
+    sensitivity: str = "none"  # "kld": errors weighed by measured KLD per group (sensitivity.py)
 
     @property
     def sidecar_cols(self) -> int:
@@ -62,7 +63,8 @@ class Plan:
     def summary(self) -> dict[str, object]:
         """The plan as recorded in the file (swgguf.provenance.plan) and printed."""
         return {"target_bytes": self.budget, "predicted_bytes": self.bytes, "error_proxy": self.error,
-                "base_ftype": self.base_ftype, "sidecar": self.sidecar, "column_weight": self.column_weight, "type_counts": self.type_counts(),
+                "base_ftype": self.base_ftype, "sidecar": self.sidecar, "column_weight": self.column_weight,
+                "sensitivity": self.sensitivity, "type_counts": self.type_counts(),
                 "sidecar_tensors": len(self.cols), "sidecar_cols": self.sidecar_cols,
                 "types": self.types, "cols": self.cols}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Collection
 
 import numpy as np
 
@@ -81,3 +82,28 @@ def load_tables(path: Path) -> Tables:
                                               for o in t["options"]])
                for n, t in data["tensors"].items()}
     return Tables(data["base_ftype"], data["fixed_bytes"], tensors, data.get("source", ""))
+
+
+def bits_per_weight(type_name: str) -> float:
+    """Storage bits per weight of a ggml type, e.g. 'Q4_K' -> 4.5 (gguf-py's block sizes)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    block, type_bytes = GGML_QUANT_SIZES[GGMLQuantizationType[type_name]]
+    return 8 * type_bytes / block
+
+
+def restrict(tables: Tables, fixed: Collection[str], below_bpw: float, why: str = "") -> Tables:
+    """``tables`` without the tensors in ``fixed`` (the base mixture then sets their type
+    and their bytes belong in ``fixed_bytes``: rebase the result) and without the options
+    written at ``below_bpw`` bits per weight or more. A tensor left with no option is an
+    error: nothing could be planned for it."""
+    rest = {}
+    for name, t in tables.tensors.items():
+        if name in fixed:
+            continue
+        options = [o for o in t.options if bits_per_weight(o.written) < below_bpw]
+        if not options:
+            raise ValueError(f"{name}: no option below {below_bpw} bits per weight")
+        rest[name] = TensorTable(name, t.n_out, options)
+    source = f"{tables.source}; {why}" if why else tables.source
+    return Tables(tables.base_ftype, tables.fixed_bytes, rest, source)

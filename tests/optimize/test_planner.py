@@ -7,7 +7,9 @@ import pytest
 
 from swgguf.errors import SwggufError
 from swgguf.formats.sidecar import column_bytes
-from swgguf.optimize import Tables, TensorTable, TypeOption, parse_size, plan, smallest_bytes, target_bytes
+from swgguf.optimize import (GroupFactor, Tables, TensorTable, TypeOption, bits_per_weight, parse_size, plan,
+                             restrict, smallest_bytes, target_bytes, tensor_groups, weigh)
+from swgguf.optimize.sensitivity import tensor_group
 from swgguf.optimize.planner import SIDECAR_OVERHEAD, error_of, trajectory
 from swgguf.optimize.tables import load_tables, prune, save_tables
 
@@ -127,3 +129,43 @@ def test_override_patterns_set_each_tensor_exactly() -> None:
     for name in names:
         first = next((t for p, t in pats if re.search(p, name)), None)  # llama.cpp: the first match wins
         assert first == types.get(name)
+
+
+def test_bits_per_weight_from_gguf_block_sizes() -> None:
+    assert [bits_per_weight(t) for t in ("Q2_K", "Q3_K", "Q4_K", "Q4_0", "Q4_1", "Q6_K", "F16")] == \
+        [2.625, 3.4375, 4.5, 4.5, 5.0, 6.5625, 16.0]
+
+
+def test_restrict_drops_fixed_tensors_and_options_at_or_above_the_floor() -> None:
+    t = tables(a=[opt("Q2_K", 1000, 10.0), opt("Q3_K", 2000, 2.0), opt("Q4_K", 3000, 1.0), opt("Q6_K", 4000, 0.1)],
+               b=[opt("Q2_K", 1000, 2.0), opt("Q3_K", 2000, 1.0)])
+    r = restrict(t, {"b"}, bits_per_weight("Q4_K"), "why")
+    assert list(r.tensors) == ["a"] and [o.written for o in r.tensors["a"].options] == ["Q2_K", "Q3_K"]
+    assert r.source.endswith("; why") and r.fixed_bytes == t.fixed_bytes  # rebase() adds b's bytes
+    assert plan(r, 10**6).types == {"a": "Q3_K"}  # Q4_K and Q6_K are no longer reachable
+    with pytest.raises(ValueError, match="a: no option below 2.625"):
+        restrict(t, (), bits_per_weight("Q2_K"))
+
+
+def test_tensor_groups_split_each_kind_by_depth_thirds() -> None:
+    names = [f"blk.{i}.{k}.weight" for i in range(30) for k in ("attn_v", "ffn_down")]
+    g = tensor_groups(names)
+    assert sorted(g) == [f"{k}.weight@{d}" for k in ("attn_v", "ffn_down") for d in range(3)]
+    assert g["attn_v.weight@0"] == [f"blk.{i}.attn_v.weight" for i in range(10)]
+    assert tensor_group("blk.29.ffn_down.weight", 30) == "ffn_down.weight@2"
+    assert tensor_group("output.weight", 30) == "output.weight"
+
+
+def test_weigh_scales_errors_and_column_gains_by_the_group_factor() -> None:
+    t = tables(**{"blk.0.attn_v.weight": [opt("Q2_K", 1000, 10.0, [4.0, 1.0]), opt("Q3_K", 2000, 2.0)],
+                  "blk.1.attn_v.weight": [opt("Q2_K", 1000, 10.0, [4.0])]})
+    f = {"attn_v.weight@0": GroupFactor(1, 10.0, 0.5, 0.01, (0, 0)),  # 0.05 nats per unit
+         "attn_v.weight@1": GroupFactor(1, 10.0, -0.2, 0.1, (1, 1))}  # lost in noise: floored at 0.1 / 10
+    w = weigh(t, f)
+    a, b = w.tensors["blk.0.attn_v.weight"].options, w.tensors["blk.1.attn_v.weight"].options
+    assert [o.error for o in a] == pytest.approx([0.5, 0.1]) and list(a[0].col_gains) == pytest.approx([0.2, 0.05])
+    assert b[0].error == pytest.approx(0.1) and [o.nbytes for o in a] == [1000, 2000]
+    assert t.tensors["blk.0.attn_v.weight"].options[0].error == 10.0  # the input is not changed
+    # a subset of the tensors (restricted tables) finds its groups by layer, not by position
+    only = Tables(t.base_ftype, t.fixed_bytes, {"blk.1.attn_v.weight": t.tensors["blk.1.attn_v.weight"]})
+    assert weigh(only, f).tensors["blk.1.attn_v.weight"].options[0].error == pytest.approx(0.1)
