@@ -151,7 +151,7 @@ PLAN_FIELDS = ("predicted_bytes", "error_proxy", "type_counts", "sidecar_tensors
 
 
 def sized(ref: Path, target: int, imatrix: Path, tables, sidecar: bool, dst: Path,
-          sensitivity: str, factors: dict | None) -> tuple[float | None, dict]:
+          sensitivity: str, factors: dict | None, fixed: dict[str, str]) -> tuple[float | None, dict]:
     """The optimizer's file for ``target`` bytes on ``tables``' base mixture (a file already
     in the work folder is reused: its plan is read back from its provenance, no time)."""
     t0 = time.perf_counter()
@@ -160,7 +160,7 @@ def sized(ref: Path, target: int, imatrix: Path, tables, sidecar: bool, dst: Pat
         return None, {k: s[k] for k in PLAN_FIELDS}
     opts = ConvertOptions(QuantOptions(ftype=tables.base_ftype, imatrix=imatrix), None)
     r = convert_to_size(ref, dst, target, opts, sidecar=sidecar, tables=tables, sensitivity=sensitivity,
-                        factors=factors)
+                        factors=factors, fixed_types=fixed)
     s = r.plan.summary()
     return time.perf_counter() - t0, {k: s[k] for k in PLAN_FIELDS}
 
@@ -224,6 +224,8 @@ def planned_files(ftype: str, ctx: dict, result: dict, files: dict[str, Path], t
     secs, plans = {}, {}
     for sens in ctx["sensitivities"]:
         tables, kept = below_reference(ctx["tables"], files[f"{ftype} imatrix"], ctx["reference_type"])
+        stock_types = gguf_io.quantized_tensors(files[f"{ftype} imatrix"])
+        fixed = {n: stock_types[n] for n in kept}  # set explicitly: see convert_to_size's fixed_types
         tables = rebase(tables, ftype, files[f"{ftype} imatrix"])  # the stock file's base mixture (kept in it)
         result.setdefault("kept_stock_tensors", {})[ftype] = len(kept)
         names = {v: f"{ftype} swgguf {v}{SENSITIVITY_SUFFIX[sens]}" for v in ("types", "types+sidecar")}
@@ -239,7 +241,10 @@ def planned_files(ftype: str, ctx: dict, result: dict, files: dict[str, Path], t
         for v, sidecar in (("types", False), ("types+sidecar", True)):
             if names[v] in files:
                 secs[names[v]], plans[names[v]] = sized(ctx["ref"], target, ctx["imatrix"], tables, sidecar,
-                                                        files[names[v]], sens, ctx["factors"])
+                                                        files[names[v]], sens, ctx["factors"], fixed)
+                written = gguf_io.quantized_tensors(files[names[v]])
+                if any(written[n] != t for n, t in fixed.items()):  # the comparison's premise, checked
+                    raise SystemExit(f"{files[names[v]]}: a kept tensor does not have the stock file's type")
     return secs, plans
 
 

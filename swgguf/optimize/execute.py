@@ -9,7 +9,7 @@ without columns) is a stock llama.cpp file with those two keys added.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +52,17 @@ class SizedResult:
 def convert_to_size(src: str | Path, dst: str | Path, target: int, opts: ConvertOptions, *, sidecar: bool = True,
                     ladder: tuple[str, ...] = LADDER, tables: Tables | None = None, column_weight: float = 1.0,
                     sensitivity: str = "kld", factors: dict[str, GroupFactor] | None = None,
-                    progress: Progress = no_progress) -> SizedResult:
+                    fixed_types: dict[str, str] | None = None, progress: Progress = no_progress) -> SizedResult:
     """``src`` converted to ``dst`` (atomic) as the plan for ``target`` file bytes says;
     ``tables`` measured beforehand (same model, base mixture and imatrix) skip the
     measurement; ``column_weight``: see :func:`.planner.trajectory`. ``sensitivity``
     "kld": the tables weighed by each tensor group's measured KLD per unit of proxy
     (:mod:`.sensitivity`; ``factors`` measured beforehand skip it), "none": the plain
-    proxy."""
+    proxy. ``fixed_types`` (tensor -> type) set tensors outside the tables explicitly
+    (experiments: bench/pareto_sized.py keeps some at the stock file's type). They must
+    be set, not left to the mixture: llama.cpp counts attn_v/ffn_down layers only over
+    tensors without an override, so the mixture's choice for one depends on which others
+    are overridden."""
     if sensitivity not in SENSITIVITY:
         raise SwggufError(f"sensitivity {sensitivity!r} is not one of {', '.join(SENSITIVITY)}")
     if sensitivity == "kld" and factors is None:
@@ -70,6 +74,7 @@ def convert_to_size(src: str | Path, dst: str | Path, target: int, opts: Convert
                               "the plain error proxy)", src) from None
 
     def run(job: "_SizedJob") -> SizedResult:
+        job.fixed_types = dict(fixed_types or {})
         t = tables
         q = dict(quant_imatrix=job.quant.imatrix if job.quant else None,
                  imatrix_file=job.quant.recorded_as if job.quant else None, nthread=opts.quant.nthread)
@@ -130,6 +135,7 @@ class _SizedJob:
     stats: Statistics
     warnings: list[str]
     progress: Progress
+    fixed_types: dict[str, str] = field(default_factory=dict)  # set beside the plan's (convert_to_size)
 
     def fit(self, dst: Path, target: int, tables: Tables, sidecar: bool, column_weight: float = 1.0,
             sensitivity: str = "none") -> SizedResult:
@@ -151,7 +157,7 @@ class _SizedJob:
 
     def make(self, p: Plan, target: int) -> tuple[Path, object]:
         """The file of plan ``p`` under the work folder, and its protection (or None)."""
-        q = replace(self.opts.quant, tensor_types=override_patterns(p.types))
+        q = replace(self.opts.quant, tensor_types=override_patterns({**self.fixed_types, **p.types}))
         plain = quantize_plain(self.float_path, self.work / "plain.gguf", q, self.quant, self.progress)
         out = self.work / "planned.gguf"
         kv: dict[str, object] = {KEY_PLAN: p.to_json(), KEY_TARGET: int(target)}

@@ -23,7 +23,7 @@ from swgguf.errors import SwggufError
 from swgguf.formats import gguf_io
 from swgguf.formats.imatrix import save_imatrix
 from swgguf.formats.census import census
-from swgguf.optimize import (KEY_PLAN, KEY_TARGET, convert_to_size, file_error, measure_tables, plan,
+from swgguf.optimize import (KEY_PLAN, KEY_TARGET, Tables, convert_to_size, file_error, measure_tables, plan,
                              smallest_bytes)
 from swgguf.evaluate.text import text_from, text_windows
 from swgguf.optimize.execute import calibration_windows
@@ -92,6 +92,22 @@ def test_cli_refuses_a_bad_size_in_one_line(tiny_f32, tiny_stats, tmp_path, size
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     errors = [ln for ln in lines if "error" in ln]
     assert errors == [lines[-1]] and message in lines[-1] and "Traceback" not in proc.stderr
+
+
+def test_fixed_types_are_set_beside_the_plan(tiny_f32, tiny_stats, tmp_path) -> None:
+    """Tensors left out of the tables keep exactly the type asked for: llama.cpp's mixture
+    would not keep them (it counts attn_v/ffn_down layers only over tensors without an
+    override, so another tensor's override moves their type)."""
+    stats = salience_statistics(tiny_f32, None, ProtectOptions(salience_imatrix=tiny_stats), QuantOptions(), tmp_path)
+    tables = measure_tables(tiny_f32, stats.imatrix, tmp_path, base_ftype="Q4_K_M", ladder=("Q2_K", "Q4_K"))
+    fixed = {"blk.0.ffn_down.weight": "Q8_0", "blk.1.attn_v.weight": "Q5_0"}
+    rest = Tables(tables.base_ftype, tables.fixed_bytes, {n: t for n, t in tables.tensors.items() if n not in fixed})
+    out = tmp_path / "fixed.gguf"
+    convert_to_size(tiny_f32, out, tiny_f32.stat().st_size // 4, ConvertOptions(QuantOptions(imatrix=tiny_stats), None),
+                    sidecar=False, tables=rest, sensitivity="none", fixed_types=fixed)
+    written = gguf_io.quantized_tensors(out)
+    assert {n: written[n] for n in fixed} == fixed
+    assert all(n not in recorded_plan(out)["types"] for n in fixed)
 
 
 def test_cli_kld_sensitivity_needs_a_tokenizer(tiny_f32, tiny_stats, tmp_path) -> None:
