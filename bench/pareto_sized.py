@@ -357,7 +357,7 @@ def main() -> int:
               "swgguf": __version__, "machine": platform.machine(), "cpus": os.cpu_count(), "model": args.model,
               "reference": m["reference"], "eval_text": text.label, "ctx": CTX, "chunks": chunks,
               "calibration": "swgguf/data/calibration.txt, llama-imatrix -c 512 (disjoint from the evaluation text)",
-              "restricted_below": None if args.unrestricted else m["reference_type"],
+              "restricted_below": None if args.unrestricted else m["reference_type"], "types": types,
               "kld": "mean KL(F16 || file) per token, nats; vs_stock_imatrix: paired per-token differences "
                      "(same tokens), mean ± standard error", "runs": {}}
     old = json.loads(out.read_text()) if out.is_file() else {}

@@ -185,7 +185,8 @@ def _sized_rows(d: dict, key: str = "points") -> list[str]:
     for pt in d.get(key, []):
         ftype = pt["stock"].split()[0]
         plain = runs.get(f"{ftype} plain", {})
-        head = f"| {ftype} | {_mib(pt['size_bytes'])} | {plain.get('kld_mean', float('nan')):.4f} | {pt['kld_mean']:.4f} |"
+        stock_plain = f"{plain['kld_mean']:.4f}" if plain else "-"
+        head = f"| {ftype} | {_mib(pt['size_bytes'])} | {stock_plain} | {pt['kld_mean']:.4f} |"
         if ftype in d.get("no_room", {}):
             rows.append(f"{head} - | no room: the same file as stock | - | - | - | no |")
             continue
@@ -193,9 +194,8 @@ def _sized_rows(d: dict, key: str = "points") -> list[str]:
         if not (t and s):
             continue
         g = pt["gain_nats"]
-        share = g["types"] / (g["types"] + g["sidecar"]) if g["types"] + g["sidecar"] > 0 else float("nan")
-        split = ("types only (no column bought)" if s.get("same_as_types")
-                 else f"{100 * share:.0f}% / {100 - 100 * share:.0f}%")
+        split = f"{-100 * g['types'] / pt['kld_mean']:+.1f}% / " + (
+            "no column bought" if s.get("same_as_types") else f"{-100 * g['sidecar'] / pt['kld_mean']:+.1f}%")
         rows.append(f"{head} {_mib(t['size_bytes'])} | {t['kld_mean']:.4f} "
                     f"({_pm(t['vs_stock_imatrix'], pt['kld_mean'])}) | {_mib(s['size_bytes'])} | {s['kld_mean']:.4f} "
                     f"({_pm(s['vs_stock_imatrix'], pt['kld_mean'])}) | {split} | "
@@ -229,20 +229,23 @@ def pareto_sized() -> str:
         out += [f"**{title}** — `{d['command']}` ({d['cpus']} cores); reference: {d['reference']}; mean KLD vs "
                 f"F16 on {d['eval_text']}, {d['chunks']} x {d['ctx']} tokens; imatrix from {d['calibration']}. "
                 "In brackets: the paired per-token difference from the stock imatrix file, ± its standard "
-                f"error. {_restriction(d)}\n",
+                "error; \"KLD change by types / by sidecar\": stock -> types only, then types only -> types + "
+                f"sidecar, in % of the stock KLD. {_restriction(d)}\n",
                 "| type | stock imatrix MiB | stock KLD | stock + imatrix KLD | swgguf types MiB | swgguf types KLD | "
-                "swgguf types+sidecar MiB | swgguf types+sidecar KLD | gain from types / sidecar | >= 30% lower |",
+                "swgguf types+sidecar MiB | swgguf types+sidecar KLD | KLD change by types / by sidecar | >= 30% lower |",
                 "|---|---|---|---|---|---|---|---|---|---|", *_sized_rows(d), ""]
         if d.get("points_plain_proxy"):
             out += ["The same sizes planned on the plain error proxy (`--sensitivity none`), for comparison:\n",
                     "| type | stock imatrix MiB | stock KLD | stock + imatrix KLD | plain proxy types MiB | "
                     "plain proxy types KLD | plain proxy types+sidecar MiB | plain proxy types+sidecar KLD | "
-                    "gain from types / sidecar | >= 30% lower |", "|---|---|---|---|---|---|---|---|---|---|",
+                    "KLD change by types / by sidecar | >= 30% lower |", "|---|---|---|---|---|---|---|---|---|---|",
                     *_sized_rows(d, "points_plain_proxy"), ""]
-        asked = d["command"].split("--types ")[1].split()[0].split(",") if "--types " in d["command"] else []
+        asked = d.get("types") or (d["command"].split("--types ")[1].split()[0].split(",")
+                                   if "--types " in d["command"] else [])
         if len(asked) > len(d.get("points", [])):
-            out.append(f"*The run measured {len(d.get('points', []))} of the {len(asked)} sizes it was asked for; "
-                       "the others were not measured (CPU time).*\n")
+            done = {p["stock"].split()[0] for p in d.get("points", [])}
+            out.append(f"*The run measured {len(done)} of the {len(asked)} sizes it was asked for; "
+                       f"not measured (CPU time): {', '.join(t for t in asked if t not in done)}.*\n")
         if (RESULTS / f"pareto_sized_{model}.png").is_file():
             out.append(f"![size vs KLD, {title}](bench/results/pareto_sized_{model}.png)\n")
     return "\n".join(out)
