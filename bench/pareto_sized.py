@@ -165,7 +165,7 @@ def sized(ref: Path, target: int, imatrix: Path, tables, sidecar: bool, dst: Pat
     return time.perf_counter() - t0, {k: s[k] for k in PLAN_FIELDS}
 
 
-def below_reference(tables: Tables, stock_file: Path, reference_type: str | None) -> tuple[Tables, list[str]]:
+def below_reference(tables: Tables, stock_file: Path, reference_type: str | None) -> tuple[Tables, dict[str, str]]:
     """``tables`` restricted to what the reference's own precision leaves comparable.
 
     The reference is a ``reference_type`` file dequantized, so a tensor requantized at that
@@ -174,12 +174,13 @@ def below_reference(tables: Tables, stock_file: Path, reference_type: str | None
     the stock file has at ``reference_type``'s bits per weight or more keep that type in the
     swgguf plans too (the base mixture sets them: both files get the artefact on the same
     tensors), and the optimizer may give the others only types below that precision.
-    Returns the tables (to be rebased on the stock file) and the kept tensors."""
+    Returns the tables (to be rebased on the stock file) and the kept tensors with their
+    stock types."""
     if reference_type is None:
-        return tables, []
+        return tables, {}
     floor = bits_per_weight(reference_type)
-    kept = sorted(n for n, t in gguf_io.quantized_tensors(stock_file).items()
-                  if n in tables.tensors and bits_per_weight(t) >= floor)
+    kept = {n: t for n, t in sorted(gguf_io.quantized_tensors(stock_file).items())
+            if n in tables.tensors and bits_per_weight(t) >= floor}
     why = f"types below {reference_type} only, {len(kept)} tensors the stock file has at {reference_type} or above kept"
     return restrict(tables, kept, floor, why), kept
 
@@ -222,12 +223,11 @@ def planned_files(ftype: str, ctx: dict, result: dict, files: dict[str, Path], t
     """The swgguf files of every sensitivity for ``target`` bytes: conversion seconds and
     plans; names with no file to make (no room, no column bought) are removed from ``files``."""
     secs, plans = {}, {}
+    # kept tensors are set explicitly (see convert_to_size's fixed_types), their bytes rebased as fixed
+    tables, fixed = below_reference(ctx["tables"], files[f"{ftype} imatrix"], ctx["reference_type"])
+    tables = rebase(tables, ftype, files[f"{ftype} imatrix"])  # the stock file's base mixture
+    result.setdefault("kept_stock_tensors", {})[ftype] = len(fixed)
     for sens in ctx["sensitivities"]:
-        tables, kept = below_reference(ctx["tables"], files[f"{ftype} imatrix"], ctx["reference_type"])
-        stock_types = gguf_io.quantized_tensors(files[f"{ftype} imatrix"])
-        fixed = {n: stock_types[n] for n in kept}  # set explicitly: see convert_to_size's fixed_types
-        tables = rebase(tables, ftype, files[f"{ftype} imatrix"])  # the stock file's base mixture (kept in it)
-        result.setdefault("kept_stock_tensors", {})[ftype] = len(kept)
         names = {v: f"{ftype} swgguf {v}{SENSITIVITY_SUFFIX[sens]}" for v in ("types", "types+sidecar")}
         if smallest_bytes(tables) + RESERVE > target:  # nothing to re-plan: it would be the stock file
             result.setdefault("no_room", {})[ftype] = (f"the smallest plan ({smallest_bytes(tables)} bytes) leaves "

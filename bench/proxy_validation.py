@@ -73,15 +73,12 @@ def rescore(out: Path, factors_file: Path) -> int:
     tensor's group (swgguf.optimize.sensitivity): Spearman against the same measurements."""
     import json
 
-    from swgguf.optimize import load_factors, weigh
-    from swgguf.optimize.tables import Tables, TensorTable, TypeOption
+    from swgguf.optimize import factor_of, load_factors
 
     result = json.loads(out.read_text())
     factors = load_factors(factors_file)
-    one = np.ones(1)
-    for p in result["probes"]:  # weigh() on a one-tensor table: the tensor's own factor
-        t = Tables("", 0, {p["tensor"]: TensorTable(p["tensor"], 1, [TypeOption("", "", 0, 1.0, one)])})
-        p["kld_weighted_removed"] = p["proxy_removed"] * weigh(t, factors).tensors[p["tensor"]].options[0].error
+    for p in result["probes"]:
+        p["kld_weighted_removed"] = p["proxy_removed"] * factor_of(p["tensor"], factors)
     pred = [p["kld_weighted_removed"] for p in result["probes"]]
     result["spearman_kld_weighted"] = spearman(pred, [p["kld_removed"]["diff_mean"] for p in result["probes"]])
     result["rescore_command"] = " ".join(["python", "bench/proxy_validation.py", "--model", result["model"],

@@ -7,12 +7,13 @@ docs/optimizer.md describes the error model and where it fails."""
 from .execute import KEY_PLAN, KEY_TARGET, SizedResult, convert_to_size, write_plan
 from .measure import LADDER, file_error, measure_tables, override_patterns, rebase
 from .planner import Plan, plan, smallest_bytes, trajectory
-from .sensitivity import GroupFactor, load_factors, measure_factors, save_factors, tensor_groups, weigh
+from .sensitivity import (GroupFactor, factor_of, load_factors, measure_factors, save_factors, tensor_groups,
+                          weigh)
 from .sizes import model_params, parse_size, target_bytes
 from .tables import Tables, TensorTable, TypeOption, bits_per_weight, load_tables, restrict, save_tables
 
 __all__ = ["KEY_PLAN", "KEY_TARGET", "SizedResult", "convert_to_size", "write_plan", "LADDER", "file_error",
            "measure_tables", "override_patterns", "rebase", "Plan", "plan", "smallest_bytes", "trajectory", "model_params",
            "parse_size", "target_bytes", "Tables", "TensorTable", "TypeOption", "bits_per_weight", "load_tables",
-           "restrict", "save_tables", "GroupFactor", "load_factors", "measure_factors", "save_factors",
+           "restrict", "save_tables", "GroupFactor", "factor_of", "load_factors", "measure_factors", "save_factors",
            "tensor_groups", "weigh"]

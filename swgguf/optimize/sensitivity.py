@@ -55,16 +55,26 @@ class GroupFactor:
         return max(self.kld_added, self.kld_added_stderr) / self.proxy if self.proxy > 0 else 0.0
 
 
+def _layer_and_kind(name: str) -> tuple[int, str] | None:
+    """'blk.17.attn_v.weight' -> (17, 'attn_v.weight'); None outside the layers."""
+    m = re.fullmatch(r"blk\.(\d+)\.(.+)", name)
+    return (int(m.group(1)), m.group(2)) if m else None
+
+
+def _layers(names: Sequence[str]) -> list[int]:
+    return [lk[0] for n in names if (lk := _layer_and_kind(n))]
+
+
 def tensor_group(name: str, n_layers: int, depths: int = DEPTHS) -> str:
     """'blk.17.attn_v.weight' in 30 layers -> 'attn_v.weight@1' (its third of the depth)."""
-    m = re.fullmatch(r"blk\.(\d+)\.(.+)", name)
-    if not m:
+    lk = _layer_and_kind(name)
+    if lk is None:
         return name
-    return f"{m.group(2)}@{depths * int(m.group(1)) // n_layers}"
+    return f"{lk[1]}@{depths * lk[0] // n_layers}"
 
 
 def tensor_groups(names: Sequence[str], depths: int = DEPTHS) -> dict[str, list[str]]:
-    layers = [int(m.group(1)) for n in names if (m := re.match(r"blk\.(\d+)\.", n))]
+    layers = _layers(names)
     n_layers = max(layers) + 1 if layers else 1
     out: dict[str, list[str]] = {}
     for name in names:
@@ -76,19 +86,20 @@ def weigh(tables: Tables, factors: dict[str, GroupFactor]) -> Tables:
     """``tables`` with each tensor's errors and column gains times its group's factor
     (the group of its kind whose layers hold it: ``tables`` may hold fewer tensors than
     were measured)."""
-    scale = {n: _factor_of(n, factors) for n in tables.tensors}
+    scale = {n: factor_of(n, factors) for n in tables.tensors}
     tensors = {n: TensorTable(n, t.n_out, [replace(o, error=o.error * scale[n], col_gains=o.col_gains * scale[n])
                                             for o in t.options]) for n, t in tables.tensors.items()}
     return Tables(tables.base_ftype, tables.fixed_bytes, tensors, f"{tables.source}; weighed by measured KLD per group")
 
 
-def _factor_of(name: str, factors: dict[str, GroupFactor]) -> float:
-    m = re.fullmatch(r"blk\.(\d+)\.(.+)", name)
-    if not m:
+def factor_of(name: str, factors: dict[str, GroupFactor]) -> float:
+    """The factor of ``name``'s group: the group of its kind whose layers hold it."""
+    lk = _layer_and_kind(name)
+    if lk is None:
         return factors[name].factor
-    layer = int(m.group(1))
+    layer, kind = lk
     for group, f in factors.items():
-        if group.split("@")[0] == m.group(2) and f.layers[0] <= layer <= f.layers[1]:
+        if group.split("@")[0] == kind and f.layers[0] <= layer <= f.layers[1]:
             return f.factor
     raise KeyError(f"no measured sensitivity for {name}")
 
@@ -115,7 +126,8 @@ def measure_factors(float_path: Path, tables: Tables, windows: Sequence[Window],
         d = kld_per_token(variant, windows, reference, ctx) - base_kld
         variant.unlink()
         out[group] = GroupFactor(len(names), sum(tables.tensors[n].options[0].error for n in names),
-                                 float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size)), _layers(names))
+                                 float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size)),
+                                 (min(_layers(names), default=-1), max(_layers(names), default=-1)))
     base.unlink()
     cheap.unlink()
     return out
@@ -128,10 +140,6 @@ def save_factors(factors: dict[str, GroupFactor], path: Path) -> Path:
 def load_factors(path: Path) -> dict[str, GroupFactor]:
     return {g: GroupFactor(**{**f, "layers": tuple(f["layers"])}) for g, f in json.loads(Path(path).read_text()).items()}
 
-
-def _layers(names: Sequence[str]) -> tuple[int, int]:
-    layers = [int(m.group(1)) for n in names if (m := re.match(r"blk\.(\d+)\.", n))]
-    return (min(layers), max(layers)) if layers else (-1, -1)
 
 
 def logit_rows(path: Path, windows: Sequence[Window], ctx: int) -> list[np.ndarray]:
