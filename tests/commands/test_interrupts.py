@@ -19,11 +19,17 @@ from cli_support import swgguf
 WAIT_S = 600  # hang guards, not speed targets
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """SIGINT back to its default in the child: a shell starts background jobs with it
+    ignored, Python then keeps it ignored, and the run would not see our Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_convert(model: Path, out: Path, log: Path) -> subprocess.Popen:
     with open(log, "w") as f:  # a file, not a pipe: a full pipe would stall the run
         return subprocess.Popen([sys.executable, "-m", "swgguf", "convert", str(model), "--q4_k",
                                  "--allow-requantize", "--threads", "1", "-o", str(out)],
-                                stdout=f, stderr=subprocess.STDOUT)
+                                stdout=f, stderr=subprocess.STDOUT, preexec_fn=_sigint_as_in_a_terminal)
 
 
 def _wait_for_quantization(folder: Path, proc: subprocess.Popen) -> None:

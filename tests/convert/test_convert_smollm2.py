@@ -127,7 +127,7 @@ def test_protected_files_have_lower_kld(ref, work, protected_q4, wikitext):
     text = text_from(wikitext, 0.5, N_CTX * N_WINDOWS * 8)  # ~4 characters per token, with margin
     calib = calibration_slice(wikitext, work / "calib.txt", 0.0, 0.02)  # disjoint from the windows (>= 50%)
     q3 = {name: cv.convert(ref, work / f"q3km-{name}.gguf",
-                           cv.ConvertOptions.from_flags(ftype="Q3_K_M", calib=calib, calib_chunks=8, protect_sw=name == "prot"))
+                           cv.ConvertOptions.from_flags(ftype="Q3_K_M", calib=calib, calib_chunks=4, protect_sw=name == "prot"))
           for name in ("plain", "prot")}
     assert gguf.GGUFReader(str(q3["prot"].output)).get_field(prov.KEY_IMATRIX_QUANT).contents() is True
     plain_q4 = work / "plain-q4km.gguf"

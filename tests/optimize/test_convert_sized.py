@@ -137,7 +137,7 @@ def test_smollm2_larger_targets_give_lower_measured_error(smol) -> None:
     floor = smallest_bytes(tables)
     names = planned_names(ref, stats.imatrix)
     errors, sizes = [], []
-    for i, extra in enumerate((2 << 20, 6 << 20, 12 << 20)):
+    for i, extra in enumerate((2 << 20, 12 << 20)):  # two sizes: CI time
         target = floor + extra
         out = work / f"sized-{i}.gguf"
         r = convert_to_size(ref, out, target, ConvertOptions(QuantOptions(), None), tables=tables, sensitivity="none")
@@ -173,7 +173,8 @@ def test_smollm2_kld_sensitivity_plans_lower_kld_than_the_plain_proxy(smol, wiki
     KLD, about 1.7 standard errors of the paired difference on these 1,022 tokens; the
     size of the gain is measured by bench/pareto_sized.py on 4,096."""
     work, ref, _, tables = smol
-    windows = calibration_windows(ref, ConvertOptions(QuantOptions(), None))
+    # the first of the two windows convert measures on (CI time: half the 21 evaluations)
+    windows = calibration_windows(ref, ConvertOptions(QuantOptions(), None))[:1]
     factors = measure_factors(ref, tables, windows, work, ctx=512)
     assert len(factors) == 7 * 3 and all(f.factor > 0 for f in factors.values())
     assert factors["attn_v.weight@0"].factor > 10 * factors["ffn_down.weight@2"].factor
