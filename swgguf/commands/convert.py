@@ -49,7 +49,7 @@ def _target_flags(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--no-sidecar", action="store_true", help="with a target: types only, no sidecar")
     t.add_argument("--column-weight", type=float, default=1.0, metavar="W",
                    help="count each sidecar column W times its expected error when planning (docs/optimizer.md)")
-    t.add_argument("--sensitivity", choices=("kld", "none"), default="kld",
+    t.add_argument("--sensitivity", choices=("kld", "none"), default=None,
                    help="kld (default): weigh each tensor group's expected error by the KLD it was measured to "
                         "cause per unit, on the calibration text (one more quantization, and one evaluation per "
                         "group); none: the plain error proxy (docs/optimizer.md)")
@@ -117,7 +117,7 @@ def main(args: argparse.Namespace) -> int:
     opts = ConvertOptions.from_args(args)
     if args.target_size is not None or args.target_bpw is not None:
         return _main_sized(console, args, opts)
-    if args.no_sidecar or args.sensitivity != "kld":
+    if args.no_sidecar or args.sensitivity is not None:
         raise SwggufError("--no-sidecar and --sensitivity apply to --target-size/--target-bpw")
     with StageBars(console, "convert") as bars:
         report = convert(args.model, args.output, opts, bars)
@@ -137,7 +137,7 @@ def _main_sized(console, args: argparse.Namespace, opts: ConvertOptions) -> int:
                           model_params(args.model) if args.target_bpw is not None else 0)
     with StageBars(console, "convert") as bars:
         result = convert_to_size(args.model, args.output, target, opts, sidecar=not args.no_sidecar,
-                                 column_weight=args.column_weight, sensitivity=args.sensitivity, progress=bars)
+                                 column_weight=args.column_weight, sensitivity=args.sensitivity or "kld", progress=bars)
     print_report(console, result.report)
     print_plan(console, result.plan, result.report.file_bytes)
     return 0

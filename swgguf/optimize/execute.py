@@ -74,7 +74,6 @@ def convert_to_size(src: str | Path, dst: str | Path, target: int, opts: Convert
                               "the plain error proxy)", src) from None
 
     def run(job: "_SizedJob") -> SizedResult:
-        job.fixed_types = dict(fixed_types or {})
         t = tables
         q = dict(quant_imatrix=job.quant.imatrix if job.quant else None,
                  imatrix_file=job.quant.recorded_as if job.quant else None, nthread=opts.quant.nthread)
@@ -86,7 +85,7 @@ def convert_to_size(src: str | Path, dst: str | Path, target: int, opts: Convert
                                            ctx=SENSITIVITY_CTX, progress=progress, **q)
             t = weigh(t, f)
         return job.fit(Path(dst), target, t, sidecar, column_weight, sensitivity)
-    return _in_work(src, dst, opts, progress, run)
+    return _in_work(src, dst, opts, progress, run, fixed_types or {})
 
 
 def calibration_windows(float_path: Path, opts: ConvertOptions) -> list[Window]:
@@ -106,9 +105,10 @@ def write_plan(src: str | Path, dst: str | Path, p: Plan, opts: ConvertOptions,
     return _in_work(src, dst, opts, progress, run)
 
 
-def _in_work(src: str | Path, dst: str | Path, opts: ConvertOptions, progress: Progress, run):
+def _in_work(src: str | Path, dst: str | Path, opts: ConvertOptions, progress: Progress, run,
+             fixed_types: dict[str, str] | None = None):
     """``run(job)`` with the float input, imatrix and statistics prepared in a work folder
-    beside ``dst`` (removed at the end)."""
+    beside ``dst`` (removed at the end); ``fixed_types``: see :func:`convert_to_size`."""
     src, dst = Path(src), Path(dst)
     opts.validate()
     if opts.quant.tensor_types:
@@ -121,7 +121,7 @@ def _in_work(src: str | Path, dst: str | Path, opts: ConvertOptions, progress: P
             quant = quantization_imatrix(float_path, opts.quant, work, progress)
             stats = salience_statistics(float_path, quant, opts.protect or ProtectOptions(), opts.quant, work,
                                         progress)
-            return run(_SizedJob(float_path, work, opts, quant, stats, warnings, progress))
+            return run(_SizedJob(float_path, work, opts, quant, stats, warnings, progress, dict(fixed_types or {})))
         except OSError as err:
             raise SwggufError(f"cannot write ({err.strerror or err})", dst) from None
 
@@ -135,7 +135,7 @@ class _SizedJob:
     stats: Statistics
     warnings: list[str]
     progress: Progress
-    fixed_types: dict[str, str] = field(default_factory=dict)  # set beside the plan's (convert_to_size)
+    fixed_types: dict[str, str] = field(default_factory=dict)  # set beside the plan's types (convert_to_size)
 
     def fit(self, dst: Path, target: int, tables: Tables, sidecar: bool, column_weight: float = 1.0,
             sensitivity: str = "none") -> SizedResult:

@@ -118,6 +118,16 @@ def test_cli_kld_sensitivity_needs_a_tokenizer(tiny_f32, tiny_stats, tmp_path) -
     assert "no tokenizer" in lines[-1] and "--sensitivity none" in lines[-1] and str(tiny_f32) in lines[-1]
 
 
+@pytest.mark.parametrize("flag", [["--sensitivity", "kld"], ["--sensitivity", "none"], ["--no-sidecar"]])
+def test_cli_target_flags_without_a_target_are_refused(tiny_f32, tmp_path, flag: list[str]) -> None:
+    """Even the default value, given explicitly: the user asked for something that would not happen."""
+    out = tmp_path / "plain.gguf"
+    proc = swgguf("convert", tiny_f32, "--q4_k", *flag, "-o", out)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode != 0 and not out.exists() and "Traceback" not in proc.stderr
+    assert lines[-1].count("--target-size") == 1 and flag[0] in lines[-1]
+
+
 # --- SmolLM2: measured tables, several sizes -----------------------------------------
 
 
