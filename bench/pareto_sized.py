@@ -273,8 +273,9 @@ def run_type(ftype: str, ctx: dict, result: dict, kld: dict) -> None:
         print(f"{name}: {path.stat().st_size / 2**20:.2f} MiB, KLD {s.kld.mean():.4f}", flush=True)
     for sens in ctx["sensitivities"]:
         key = "points" if sens == "kld" else "points_plain_proxy"
-        result[key] = [compare(result["runs"], kld, t, SENSITIVITY_SUFFIX[sens]) for t in ctx["types"]
-                       if f"{t} imatrix" in kld]
+        kept = [p for p in ctx["kept_points"].get(key, [])]  # --keep-others: the other types' points as recorded
+        result[key] = kept + [compare(result["runs"], kld, t, SENSITIVITY_SUFFIX[sens]) for t in ctx["types"]
+                              if f"{t} imatrix" in kld]
     write_json(result, ctx["out"])
 
 
@@ -313,6 +314,16 @@ def plot(result: dict, path: Path) -> None:
     tmp.replace(path)
 
 
+def _other_types(recorded, types: list[str]):
+    """The entries of a recorded result (points, {type: ...}, ["Q3_K_M (plain proxy)", ...])
+    that belong to types other than ``types``."""
+    def ftype(entry) -> str:
+        return (entry["stock"] if isinstance(entry, dict) else entry).split()[0]
+    if isinstance(recorded, dict):
+        return {t: v for t, v in recorded.items() if t not in types}
+    return [e for e in recorded if ftype(e) not in types]
+
+
 def recorded_command(argv: list[str]) -> str:
     """The command line as recorded: without ``--work``, a folder of this machine."""
     args = [a for i, a in enumerate(argv) if a != "--work" and (i == 0 or argv[i - 1] != "--work")]
@@ -334,6 +345,9 @@ def main() -> int:
     ap.add_argument("--unrestricted", action="store_true",
                     help="let the optimizer use types at or above the reference's own precision (see "
                          "below_reference: the gains are then partly the reference's artefact)")
+    ap.add_argument("--keep-others", action="store_true",
+                    help="keep the results of the types not in --types from --out (their files are not re-scored: "
+                         "per-token KLDs are not stored, so their paired comparisons stay as recorded)")
     ap.add_argument("--summarize", action="store_true",
                     help="only add the sensitivity summary (from the work folder's tables) and redraw the plot")
     args = ap.parse_args()
@@ -362,6 +376,13 @@ def main() -> int:
                      "(same tokens), mean ± standard error", "runs": {}}
     old = json.loads(out.read_text()) if out.is_file() else {}
     previous = old.get("runs", {})
+    if args.keep_others:  # the other types' files, points and command, as recorded
+        result["runs"] = {k: v for k, v in previous.items() if v["type"] not in types}
+        result["types"] = [t for t in old.get("types", []) if t not in types] + types
+        result["command"] = f"{old['command']}; then {result['command']}"
+        for key in ("points", "points_plain_proxy", "kept_stock_tensors", "no_room", "sidecar_not_chosen"):
+            if key in old:
+                result[key] = _other_types(old[key], types)
     result.update({k: old[k] for k in ("tables_seconds", "ladder", "sensitivity_seconds") if k in old})  # reused
     t0 = time.perf_counter()
     tables = tables_for(ref, imatrix, work, result, tuple((args.ladder or m.get("ladder") or ",".join(LADDER)).split(",")))
@@ -373,7 +394,8 @@ def main() -> int:
     ctx = {"ref": ref, "imatrix": imatrix, "work": work, "tables": tables, "wins": wins, "ref_rows": ref_rows,
            "out": out, "types": types, "plain": not args.no_plain, "sensitivities": sensitivities, "factors": factors,
            "reference_type": None if args.unrestricted else m["reference_type"],
-           "previous": previous}
+           "previous": previous,
+           "kept_points": {k: list(result[k]) for k in ("points", "points_plain_proxy") if k in result}}
     kld: dict = {}
     for ftype in types:
         run_type(ftype, ctx, result, kld)

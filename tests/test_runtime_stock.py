@@ -53,3 +53,31 @@ def test_stock_file_logits_bit_identical(tmp_path, stock_lib, tiny_f32, which):
     stock, _ = _probe(model, tmp_path / "stock.npy", stock_lib)
     assert "sidecars" not in log  # no sidecar path was entered
     np.testing.assert_array_equal(patched, stock)
+
+
+FORK_AFTER_EVAL = """
+import sys
+from swgguf import runtime
+from swgguf.evaluate import Evaluator, ModelSpec
+from swgguf.runtime.quantize import quantize
+import numpy as np
+from swgguf.formats.gguf_io import open_gguf
+from swgguf.formats.imatrix import Imatrix
+src, dst = sys.argv[1], sys.argv[2]
+ev = Evaluator(ModelSpec(src), runtime.LoadOptions(n_ctx=64, n_batch=64, n_threads=2))
+ev.logits(list(range(1, 33)))  # ggml's OpenMP threads now exist in this process
+ev.close()
+ones = {t.name: np.ones(int(t.shape[0]), np.float32) for t in open_gguf(src).tensors if len(t.shape) == 2}
+quantize(src, dst, "IQ3_XXS", pure=True, imatrix=Imatrix(ones, source="ones"))  # IQ3_XXS wants one
+print("quantized")
+"""
+
+
+def test_iq_quantization_after_an_evaluation_does_not_hang(tiny_f32, tmp_path):
+    """The forked quantizer builds no IQ grid itself (OpenMP after a fork hung forever:
+    swgguf.runtime.quantize._build_iq_grids); 120 s is a hang guard, not a speed target."""
+    out = tmp_path / "iq3.gguf"
+    proc = subprocess.run([sys.executable, "-c", FORK_AFTER_EVAL, str(tiny_f32), str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "quantized" in proc.stdout, proc.stderr[-2000:]
+    assert out.is_file()

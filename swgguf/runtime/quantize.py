@@ -187,9 +187,26 @@ def quantize(
         imatrix.validate()
         params.imatrix = _imatrix_array(llama_cpp, imatrix, keep)
         params.kv_overrides = _kv_overrides(llama_cpp, imatrix, imatrix_file or imatrix.source, keep)
+    _build_iq_grids()
     with atomic_output(dst) as tmp:
         _run_native(llama_cpp, src, tmp, params, progress)
     return dst
+
+
+# The IQ types' lookup grids are built on first use, with OpenMP (ggml_quantize_init). GNU
+# OpenMP does not survive a fork once the parent has used it (an in-process evaluation or
+# imatrix before the quantization): the forked quantizer then waits forever for threads
+# that are not there. Built in this process first, the child inherits them ready.
+IQ_GRID_TYPES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S")
+
+
+def _build_iq_grids() -> None:
+    from .fusion import loaded_library
+
+    init = ctypes.CDLL(str(loaded_library("libggml-base.so"))).ggml_quantize_init
+    init.argtypes, init.restype = [ctypes.c_int], None
+    for name in IQ_GRID_TYPES:
+        init(ggml_type_value(name))  # once per type and process: ggml keeps them
 
 
 def _run_native(llama_cpp, src: Path, tmp: Path, params, progress: Progress) -> None:
