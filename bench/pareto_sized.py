@@ -273,7 +273,7 @@ def run_type(ftype: str, ctx: dict, result: dict, kld: dict) -> None:
         print(f"{name}: {path.stat().st_size / 2**20:.2f} MiB, KLD {s.kld.mean():.4f}", flush=True)
     for sens in ctx["sensitivities"]:
         key = "points" if sens == "kld" else "points_plain_proxy"
-        kept = [p for p in ctx["kept_points"].get(key, [])]  # --keep-others: the other types' points as recorded
+        kept = ctx["kept_points"].get(key, [])  # --keep-others: the other types' points as recorded
         result[key] = kept + [compare(result["runs"], kld, t, SENSITIVITY_SUFFIX[sens]) for t in ctx["types"]
                               if f"{t} imatrix" in kld]
     write_json(result, ctx["out"])

@@ -57,12 +57,12 @@ def test_stock_file_logits_bit_identical(tmp_path, stock_lib, tiny_f32, which):
 
 FORK_AFTER_EVAL = """
 import sys
+import numpy as np
 from swgguf import runtime
 from swgguf.evaluate import Evaluator, ModelSpec
-from swgguf.runtime.quantize import quantize
-import numpy as np
 from swgguf.formats.gguf_io import open_gguf
 from swgguf.formats.imatrix import Imatrix
+from swgguf.runtime.quantize import quantize
 src, dst = sys.argv[1], sys.argv[2]
 ev = Evaluator(ModelSpec(src), runtime.LoadOptions(n_ctx=64, n_batch=64, n_threads=2))
 ev.logits(list(range(1, 33)))  # ggml's OpenMP threads now exist in this process

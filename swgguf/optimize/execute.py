@@ -85,7 +85,7 @@ def convert_to_size(src: str | Path, dst: str | Path, target: int, opts: Convert
                                            ctx=SENSITIVITY_CTX, progress=progress, **q)
             t = weigh(t, f)
         return job.fit(Path(dst), target, t, sidecar, column_weight, sensitivity)
-    return _in_work(src, dst, opts, progress, run, fixed_types or {})
+    return _in_work(src, dst, opts, progress, run, fixed_types)
 
 
 def calibration_windows(float_path: Path, opts: ConvertOptions) -> list[Window]:

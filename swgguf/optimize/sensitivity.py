@@ -65,6 +65,12 @@ def _layers(names: Sequence[str]) -> list[int]:
     return [lk[0] for n in names if (lk := _layer_and_kind(n))]
 
 
+def _layer_range(names: Sequence[str]) -> tuple[int, int]:
+    """The first and last layer of ``names``; (-1, -1) outside the layers."""
+    layers = _layers(names)
+    return (min(layers), max(layers)) if layers else (-1, -1)
+
+
 def tensor_group(name: str, n_layers: int, depths: int = DEPTHS) -> str:
     """'blk.17.attn_v.weight' in 30 layers -> 'attn_v.weight@1' (its third of the depth)."""
     lk = _layer_and_kind(name)
@@ -127,7 +133,7 @@ def measure_factors(float_path: Path, tables: Tables, windows: Sequence[Window],
         variant.unlink()
         out[group] = GroupFactor(len(names), sum(tables.tensors[n].options[0].error for n in names),
                                  float(d.mean()), float(d.std(ddof=1) / np.sqrt(d.size)),
-                                 (min(_layers(names), default=-1), max(_layers(names), default=-1)))
+                                 _layer_range(names))
     base.unlink()
     cheap.unlink()
     return out
@@ -139,7 +145,6 @@ def save_factors(factors: dict[str, GroupFactor], path: Path) -> Path:
 
 def load_factors(path: Path) -> dict[str, GroupFactor]:
     return {g: GroupFactor(**{**f, "layers": tuple(f["layers"])}) for g, f in json.loads(Path(path).read_text()).items()}
-
 
 
 def logit_rows(path: Path, windows: Sequence[Window], ctx: int) -> list[np.ndarray]:

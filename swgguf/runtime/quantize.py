@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+from functools import cache
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +26,7 @@ from ..formats.gguf_io import check_gguf
 from ..formats.imatrix import Imatrix
 from ..progress import Progress, no_progress
 from .forked import run_forked
+from .fusion import loaded_library
 from .llm import GGML_LOG_LEVEL_ERROR, import_llama_cpp, log_sink
 
 # llama-quantize's aliases (tools/quantize/quantize.cpp QUANT_OPTIONS)
@@ -200,13 +202,12 @@ def quantize(
 IQ_GRID_TYPES = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S")
 
 
+@cache  # once per process: ggml keeps the grids
 def _build_iq_grids() -> None:
-    from .fusion import loaded_library
-
     init = ctypes.CDLL(str(loaded_library("libggml-base.so"))).ggml_quantize_init
     init.argtypes, init.restype = [ctypes.c_int], None
     for name in IQ_GRID_TYPES:
-        init(ggml_type_value(name))  # once per type and process: ggml keeps them
+        init(ggml_type_value(name))
 
 
 def _run_native(llama_cpp, src: Path, tmp: Path, params, progress: Progress) -> None:
