@@ -62,7 +62,7 @@ FUSED_TOL = {"cpu": 1e-3, "cuda": 0.5}
 # a loss of precision in the fused path (a half-precision sum, the 8-bit activations used
 # for the correction) would shift every case of its type, so the bound is on the
 # geometric mean per type and overall, with a loose one per case against gross errors
-# (bench/results/cuda_tests_h200.log holds the per-case table).
+# (bench/results/history/cuda_tests_h200_per_product_kernel.log holds the per-case table).
 ACCURACY_RATIO = {"cpu": 1.1, "cuda": 1.1}
 CUDA_F32_BATCHES = (1, 2)  # the unfused correction in F32 (mmvf) on CUDA
 CUDA_BATCHED_RATIO = {"case": 1.5, "type_gmean": 1.06, "all_gmean": 1.02}
@@ -171,8 +171,9 @@ def runs(files, device, tmp_path_factory) -> dict[str, dict]:
 
 
 def products(counts: dict[str, int]) -> int:
-    """Products run fused: a fused gate + up + GLU kernel computes two."""
-    return sum(2 * v if k == "cuda.glu" else v for k, v in counts.items())
+    """Products run fused: a fused gate + up + GLU (mmvq/mmvf, or the batched products
+    corrected in the GLU's pass) computes two."""
+    return sum(2 * v if k in ("cuda.glu", "cuda.batched_glu") else v for k, v in counts.items())
 
 
 def test_every_protected_product_runs_fused(runs, tiny_cfg, device):
@@ -189,6 +190,18 @@ def test_every_protected_product_runs_fused(runs, tiny_cfg, device):
             assert products(runs[tag]["fused"][c.key]) == 0, (c.key, tag)
     assert not missed, missed
 
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=pytest.mark.cuda)], indirect=True)
+def test_batched_gate_and_up_are_corrected_in_the_glu_pass(runs, tiny_cfg, device):
+    """CUDA, batches > 1: each layer's gate and up products get both corrections in the
+    SWIGLU's own pass (one kernel), not one in-place kernel each."""
+    for c in cases():
+        if c.plain or c.batch == 1:
+            continue
+        n_ubatches = -(-c.n_tokens // c.batch)
+        got = runs["fused"]["fused"][c.key].get("cuda.batched_glu", 0)
+        assert got == tiny_cfg.n_layer * n_ubatches, (c.key, runs["fused"]["fused"][c.key])
 
 def test_plain_files_run_nothing_fused(runs):
     for c in cases():

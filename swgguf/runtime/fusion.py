@@ -20,7 +20,7 @@ from ..errors import SwggufError
 
 # ggml-cpu.h enum ggml_cpu_swg_path, ggml-cuda.h enum ggml_cuda_swg_kind (patches/llama.cpp)
 CPU_PATHS = ("generic", "sgemm", "repack", "tiled")
-CUDA_KINDS = ("mmvq", "mmvf", "glu", "batched")
+CUDA_KINDS = ("mmvq", "mmvf", "glu", "batched", "batched_glu")
 
 
 def library_dir() -> Path:
