@@ -3,11 +3,13 @@
 # index (the project's H200 machine), in steps that each fit in one call:
 #
 #   tools/cuda_check.sh build    SRC_TAR            # patched llama.cpp -> $BUILD (CUDA, shared libs, llama-bench)
+#                                                   ($CMAKE_ARGS: more options, e.g. -DGGML_CUDA_FA=OFF: 191 s, not 287)
 #   tools/cuda_check.sh tests    SDIST_PY WHEELS    # the CUDA tests          -> $OUT/pytest_cuda.log
 #   tools/cuda_check.sh memcheck SDIST_PY WHEELS    # them under memcheck     -> $OUT/memcheck.log
 #   tools/cuda_check.sh bench    SDIST_PY WHEELS [MODELS]  # bench/runtime_overhead -> $OUT/runtime_overhead_cuda.json
 #                                                   # ($BENCH_ARGS: more options, e.g. "--rounds 0 --cols 2")
-#   tools/cuda_check.sh profile  SDIST_PY WHEELS    # GPU time per kernel (ncu) -> $OUT/ncu_kernels_h200.json
+#   tools/cuda_check.sh profile  SDIST_PY WHEELS [MODELS [TG_TOKENS]]  # GPU time per kernel (ncu) -> $OUT/ncu_kernels_h200.json
+#                                                   ($NCU_ARGS: more options, e.g. "--tests pp512 --runs plain,sidecar2")
 #
 # SRC_TAR: the patched llama.cpp tree as .tar.xz (made by tools/device_tree.sh).
 # SDIST_PY: a folder holding llama-cpp-python's `llama_cpp` package (its Python
@@ -27,7 +29,7 @@ build() {
     cmake -S "$src" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_CUDA=ON \
         -DCMAKE_CUDA_ARCHITECTURES="$ARCH" -DBUILD_SHARED_LIBS=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON \
-        -DCMAKE_SHARED_LINKER_FLAGS=-Wl,--exclude-libs,ALL > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
+        -DCMAKE_SHARED_LINKER_FLAGS=-Wl,--exclude-libs,ALL ${CMAKE_ARGS:-} > "$OUT/cmake.log" 2>&1 || { tail -30 "$OUT/cmake.log"; exit 1; }
     cmake --build "$BUILD" -j "$(nproc)" --target llama llama-bench > "$OUT/build.log" 2>&1 || { tail -60 "$OUT/build.log"; exit 1; }
     echo "build: $(( $(date +%s) - start )) s"
 }
@@ -65,7 +67,7 @@ profile() {  # SDIST_PY WHEELS [MODELS [TG_TOKENS]]
     env_setup "$@"
     command -v ncu > /dev/null || export PATH="$PATH:$(ls -d /opt/nvidia/nsight-compute/*/ | tail -1)"
     python3 tools/ncu_kernels.py --llama-bench "$BUILD/bin/llama-bench" --models "${3:-synth-1.1b,synth-llama3-8b}" \
-        --tg-tokens "${4:-8,2}" --out "$OUT/ncu_kernels_h200.json" --work /tmp 2>&1 | tail -20
+        --tg-tokens "${4:-8,2}" --out "$OUT/ncu_kernels_h200.json" --work /tmp ${NCU_ARGS:-} 2>&1 | tail -20
 }
 
 "$@"

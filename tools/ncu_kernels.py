@@ -2,6 +2,7 @@
 bench/runtime_overhead.py: where the sidecar's extra time goes on the GPU.
 
   python tools/ncu_kernels.py --llama-bench BUILD/bin/llama-bench --out OUT.json [--models synth-1.1b] [--tg-tokens 8]
+      [--tests tg,pp512] [--runs plain,sidecar2,sidecar2-unfused]
 
 For the plain file and the K = 2 file (fusion on and off), `ncu` times every
 kernel of `llama-bench -p 0 -n N` (generation only, CUDA graphs off so that each
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import runtime_overhead  # noqa: E402
 
-RUNS = (("plain", True), ("sidecar2", True), ("sidecar2", False))
+RUNS = {"plain": ("plain", True), "sidecar2": ("sidecar2", True), "sidecar2-unfused": ("sidecar2", False)}
 # per kernel: its GPU time, and what says why a kernel got slower: registers per thread
 # (a fused epilogue can cost occupancy), achieved occupancy, bytes read from DRAM
 METRICS = {"gpu__time_duration.sum": "us", "launch__registers_per_thread": "regs",
@@ -91,14 +92,18 @@ def main() -> None:
     ap.add_argument("--llama-bench", required=True)
     ap.add_argument("--models", default="synth-1.1b", help="comma-separated, of " + ", ".join(runtime_overhead.GPU_MODELS))
     ap.add_argument("--tg-tokens", default="8", help="generated tokens per model (comma-separated, one per model)")
+    ap.add_argument("--tests", default="tg,pp512", help="comma-separated, of tg, pp512")
+    ap.add_argument("--runs", default=",".join(RUNS), help="comma-separated, of " + ", ".join(RUNS))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
+    wanted_tests, runs = args.tests.split(","), [RUNS[r] for r in args.runs.split(",")]
     models = args.models.split(",")
     tg_tokens = [int(n) for n in args.tg_tokens.split(",")]
     tg_tokens += tg_tokens[-1:] * (len(models) - len(tg_tokens))
     report = {"command": "python tools/ncu_kernels.py --llama-bench <build>/bin/llama-bench "
-                         f"--models {args.models} --tg-tokens {args.tg_tokens} --out {args.out.name}",
+                         f"--models {args.models} --tg-tokens {args.tg_tokens} --tests {args.tests} "
+                         f"--runs {args.runs} --out {args.out.name}",
               "machine": runtime_overhead.machine_info("cuda"),
               "note": "ncu --clock-control none --metrics " + ",".join(METRICS) + "; GGML_CUDA_DISABLE_GRAPHS=1; "
                       "kernels summed by name (template arguments kept); launches serialised by ncu, so totals "
@@ -110,8 +115,11 @@ def main() -> None:
             plain = runtime_overhead.layered_q4km(runtime_overhead.GPU_MODELS[model], work, model)
             files = runtime_overhead.with_sidecars(plain, model, None, cols=(2,))
             results = []
+            report["models"][model] = {"config": runtime_overhead.GPU_MODELS[model].__dict__, "results": results}
             for test_name, test in tests(n_tg).items():
-                for name, fused in RUNS:
+                if test_name.rstrip("0123456789") not in wanted_tests and test_name not in wanted_tests:
+                    continue
+                for name, fused in runs:
                     kernels = kernel_times(args.llama_bench, files[name], test, fused, work)
                     total = sum(k["us"] for k in kernels.values())
                     results.append({"test": test_name, "file": name, "fusion": "on" if fused else "off",
@@ -125,10 +133,9 @@ def main() -> None:
                                                 for n, k in sorted(kernels.items(), key=lambda kv: -kv[1]["us"])}})
                     print(f"{model} {test_name} {name} fusion={'on' if fused else 'off'}: "
                           f"{total / 1e3:.3f} ms of kernels", flush=True)
-            report["models"][model] = {"config": runtime_overhead.GPU_MODELS[model].__dict__, "results": results}
+                    args.out.write_text(json.dumps(report, indent=1) + "\n")  # what is done survives a time limit
             for f in files.values():
                 f.unlink()
-            args.out.write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":
