@@ -27,6 +27,7 @@ from ..evaluate.evaluator import check_inputs
 from ..evaluate.hellaswag import TaskFile, TaskTokens, load_options, run_tasks, task_tokens
 from ..evaluate.stats import probabilities
 from ..formats.files import work_dir
+from ..formats.gguf_io import shares_readers
 from ..formats.manifest import Manifest
 from ..progress import Progress, no_progress
 from .results import Ablation, HellaswagAblation, HellaswagRow, RestoreResult, ScalePoint, StopwordRow
@@ -159,6 +160,7 @@ def check_options(stopwords: int | None, scales: Sequence[float]) -> list[float]
     return scales
 
 
+@shares_readers
 def ablate(path: str | Path, manifest: Manifest | None = None, text: Text | None = None, ctx: int = 512,
            chunks: int | None = DEFAULT_CHUNKS, scales: Sequence[float] = DEFAULT_SCALES,
            restore_sa: bool = False, stopwords: int | None = None, n_threads: int | None = None,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..errors import SwggufError
 from ..formats.files import publish, work_dir
+from ..formats.gguf_io import shares_readers
 from ..formats.lora import lora_path, write_lora_adapter
 from ..formats.sidecar import write_with_sidecars
 from ..progress import Progress, no_progress, renamed
@@ -24,6 +25,7 @@ from .options import ConvertOptions, QuantOptions
 from .report import ConvertReport, summarize
 
 
+@shares_readers
 def convert(src: str | Path, dst: str | Path, opts: ConvertOptions,
             progress: Progress = no_progress) -> ConvertReport:
     """Convert ``src`` (a float or, with allow_requantize, quantized GGUF, or a HF directory)

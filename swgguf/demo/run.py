@@ -9,6 +9,7 @@ from typing import Callable, TypeVar
 
 from ..errors import SwggufError
 from ..formats.files import check_outputs
+from ..formats.gguf_io import shares_readers
 from ..progress import Progress, no_progress
 
 DEFAULT_OUT = Path("swgguf-demo")
@@ -59,6 +60,7 @@ class _Timer:
         return value
 
 
+@shares_readers
 def run_demo(out_dir: Path = DEFAULT_OUT, types: tuple[str, ...] = DEFAULT_TYPES, chunks: int = DEFAULT_CHUNKS,
              text: Path | None = None, model: Path | None = None, progress: Progress = no_progress) -> DemoResult:
     from ..conversion import ConvertOptions, ProtectOptions, QuantOptions, convert, make_f16_reference

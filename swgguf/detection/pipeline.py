@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import SwggufError
 from ..evaluate.text import check_chunks
+from ..formats.gguf_io import shares_readers
 from ..formats.manifest import Manifest
 from ..progress import Progress, no_progress
 from .core import DEFAULT_ACTIVATION_FACTOR, DEFAULT_PROMPT, DEFAULT_THRESHOLD_FACTOR, DEFAULT_WEIGHT_FACTOR, \
@@ -46,6 +47,7 @@ class DetectOutcome:
     load_seconds: float
 
 
+@shares_readers
 def run_detection(model_path: str | Path, opts: DetectOptions = DetectOptions(),
                   progress: Progress = no_progress) -> DetectOutcome:
     """Load, detect, verify, hash; progress reports each step as a stage (verification

@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import __version__, runtime
 from ..errors import SwggufError
+from ..formats.gguf_io import shares_readers
 from ..progress import Progress, no_progress
 from ..runtime import vocab
 from ..runtime.branches import MAX_UBATCH
@@ -271,6 +272,7 @@ class HellaswagResult:
                 "tokens_per_s": self.tokens_per_s if math.isfinite(self.tokens_per_s) else None}
 
 
+@shares_readers
 def hellaswag(paths: Sequence[str | Path | ModelSpec], tasks: TaskFile, ref: str | Path | ModelSpec | None = None,
               ctx: int = 512, n_threads: int | None = None, progress: Progress = no_progress) -> list[HellaswagResult]:
     """HellaSwag accuracy of each file on ``tasks`` and, with ``ref``, each file against the

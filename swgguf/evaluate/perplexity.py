@@ -18,6 +18,7 @@ from typing import Sequence
 from .. import __version__, runtime
 from ..errors import SwggufError
 from ..formats.census import census
+from ..formats.gguf_io import shares_readers
 from ..progress import Progress, no_progress
 from .evaluator import Evaluator, ModelSpec, as_spec, check_inputs, check_same_vocab, run_windows
 from .stats import KldStats, PplStats
@@ -81,6 +82,7 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+@shares_readers
 def evaluate(paths: Sequence[str | Path | ModelSpec], ref: str | Path | ModelSpec | None = None,
              text: Text | None = None, ctx: int = 512, chunks: int | None = None,
              llama_compat: bool = False, n_threads: int | None = None,

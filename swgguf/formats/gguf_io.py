@@ -12,8 +12,13 @@ element type).
 
 from __future__ import annotations
 
+import functools
+import os
+from collections import OrderedDict
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Collection, Iterable, Mapping
+from typing import Callable, Collection, Iterable, Iterator, Mapping, TypeVar
 
 import gguf
 import numpy as np
@@ -62,10 +67,54 @@ def check_tokenizer(path: str | Path) -> None:
         raise SwggufError(f"the model has no tokenizer (no {KEY_TOKENS}): it cannot read a text", path)
 
 
+# gguf-py parses every key when it opens a file, one array element at a time: a 49k-token
+# vocabulary takes 3-5 s, and one conversion or evaluation opens the same files several
+# times. Inside shared_readers(), open_gguf hands out one reader per file version.
+SHARED_READERS_MAX = 4  # a reader of a 150k-token vocabulary holds ~0.5 GB of parsed fields
+_shared: ContextVar[OrderedDict | None] = ContextVar("swgguf_shared_readers", default=None)
+F = TypeVar("F", bound=Callable)
+
+
+@contextmanager
+def shared_readers() -> Iterator[None]:
+    """Within the block, open_gguf returns the reader it returned before for the same
+    file version (device, inode, size, modification time: a file written again, always
+    through a rename, is a new version), keeping the last SHARED_READERS_MAX. Nested
+    blocks share the outermost one; the readers are dropped when it ends."""
+    if _shared.get() is not None:
+        yield
+        return
+    token = _shared.set(OrderedDict())
+    try:
+        yield
+    finally:
+        _shared.reset(token)
+
+
+def shares_readers(fn: F) -> F:
+    """``fn`` runs inside shared_readers() (for library entry points)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with shared_readers():
+            return fn(*args, **kwargs)
+    return wrapper  # type: ignore[return-value]
+
+
 def open_gguf(path: str | Path) -> gguf.GGUFReader:
     """A reader for ``path``; SwggufError naming the file when it is missing or unreadable."""
+    cache = _shared.get()
     try:
-        return gguf.GGUFReader(str(path))
+        if cache is None:
+            return gguf.GGUFReader(str(path))
+        st = os.stat(path)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        reader = cache[key] = gguf.GGUFReader(str(path))
+        while len(cache) > SHARED_READERS_MAX:
+            cache.popitem(last=False)
+        return reader
     except FileNotFoundError:
         raise SwggufError("no such file", path) from None
     except Exception as err:  # gguf-py raises ValueError/struct.error on bad files

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import SwggufError
 from ..formats.files import publish, work_dir
-from ..formats.gguf_io import check_gguf, check_tokenizer, copy_gguf
+from ..formats.gguf_io import check_gguf, check_tokenizer, copy_gguf, shares_readers
 from ..formats.sidecar import KEY_PROVENANCE_PREFIX, write_with_sidecars
 from ..conversion import ConvertOptions, ConvertReport, summarize
 from ..conversion.calibration import QuantImatrix, builtin_calibration, quantization_imatrix, salience_statistics
@@ -49,6 +49,7 @@ class SizedResult:
     tables: Tables
 
 
+@shares_readers
 def convert_to_size(src: str | Path, dst: str | Path, target: int, opts: ConvertOptions, *, sidecar: bool = True,
                     ladder: tuple[str, ...] = LADDER, tables: Tables | None = None, column_weight: float = 1.0,
                     sensitivity: str = "kld", factors: dict[str, GroupFactor] | None = None,
