@@ -191,7 +191,6 @@ def test_every_protected_product_runs_fused(runs, tiny_cfg, device):
     assert not missed, missed
 
 
-
 @pytest.mark.parametrize("device", [pytest.param("cuda", marks=pytest.mark.cuda)], indirect=True)
 def test_batched_gate_and_up_are_corrected_in_the_glu_pass(runs, tiny_cfg, device):
     """CUDA, batches > 1: each layer's gate and up products get both corrections in the
@@ -202,6 +201,7 @@ def test_batched_gate_and_up_are_corrected_in_the_glu_pass(runs, tiny_cfg, devic
         n_ubatches = -(-c.n_tokens // c.batch)
         got = runs["fused"]["fused"][c.key].get("cuda.batched_glu", 0)
         assert got == tiny_cfg.n_layer * n_ubatches, (c.key, runs["fused"]["fused"][c.key])
+
 
 def test_plain_files_run_nothing_fused(runs):
     for c in cases():
