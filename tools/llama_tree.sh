@@ -15,7 +15,7 @@ git_() { git -C "$dir" -c user.name=swgguf -c user.email=dev@swgguf "$@"; }
 
 init() {
     local version sdist tmp
-    version=$(python3 -c "import sys; sys.path.insert(0, '$ROOT'); from swgguf.runtime.pins import LLAMA_CPP_PYTHON_VERSION as v; print(v)")
+    version=$(${PYTHON:-python3} -c "import sys; sys.path.insert(0, '$ROOT'); from swgguf.runtime.pins import LLAMA_CPP_PYTHON_VERSION as v; print(v)")
     sdist=${SWGGUF_SDIST:-}
     tmp=$(mktemp -d)
     if [ -z "$sdist" ]; then
