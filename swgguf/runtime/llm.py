@@ -42,9 +42,8 @@ LogSink = Callable[[int, str], None]
 _recent_errors: deque[str] = deque(maxlen=16)
 _swgguf_lines: deque[tuple[int, str]] = deque(maxlen=64)  # (sequence number, line)
 # the loader's line saying where a file's sidecars went, one per buffer type, e.g.
-# "upload: 3 sidecars in CUDA0 (0.01 MiB)": the series logs it from a static function
-# (upload), so the line does not name swgguf and needs its own pattern
-SIDECAR_UPLOAD = re.compile(r"upload: (\d+) sidecars in (\S+) \(([\d.]+) MiB\)")
+# "upload: swgguf: 3 sidecars in CUDA0 (0.01 MiB)"
+SIDECAR_UPLOAD = re.compile(r"upload: swgguf: (\d+) sidecars in (\S+) \(([\d.]+) MiB\)")
 _n_lines = 0  # lines seen so far: tells a load's own lines from older ones
 _sinks: list[LogSink] = []  # extra readers of the log (quantize's progress)
 _callback = None  # keeps the ctypes callback alive
@@ -77,7 +76,7 @@ def _install_log_callback(llama_cpp) -> None:
         _n_lines += 1
         if level in (GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR):
             _recent_errors.append(line.strip())
-        if "swgguf" in line or SIDECAR_UPLOAD.search(line):
+        if "swgguf" in line:  # every line of the series names it
             _swgguf_lines.append((_n_lines, line.strip()))
         for sink in _sinks:
             sink(level, line)
@@ -106,8 +105,8 @@ def sidecar_uploads(log: str) -> list[tuple[int, str, float]]:
 
 
 def swgguf_log_lines() -> list[str]:
-    """The runtime's recent log lines about sidecars: those that mention swgguf (the
-    settings read, warnings) and the loader's "upload: N sidecars in BUFFER (X MiB)"."""
+    """The runtime's recent log lines about sidecars (all of them name swgguf: the
+    loader's "upload: swgguf: N sidecars in BUFFER (X MiB)", the settings read, warnings)."""
     return [line for _, line in _swgguf_lines]
 
 

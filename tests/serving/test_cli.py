@@ -50,7 +50,7 @@ def answer(proc: subprocess.CompletedProcess) -> str:
 
 def test_the_cli_loads_and_applies_the_sidecars(cli_run, protected_bases):
     n = len(protected_bases)
-    assert re.search(rf"upload: {n} sidecars in CPU \(\d+\.\d+ MiB\)", cli_run.stderr), cli_run.stderr[-3000:]
+    assert re.search(rf"upload: swgguf: {n} sidecars in CPU \(\d+\.\d+ MiB\)", cli_run.stderr), cli_run.stderr[-3000:]
     assert re.search(rf"swgguf: {n} sidecars .*-> applied", cli_run.stderr), cli_run.stderr[-3000:]
 
 

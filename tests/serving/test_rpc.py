@@ -8,7 +8,7 @@ protected SmolLM2 file with every layer offloaded; llama.cpp splits the layers o
 the two devices by their free memory. Then:
 
 * both devices hold layers, and each holds exactly the sidecars of the weights of
-  its layers (the loader logs one line per buffer type: ``upload: N sidecars in
+  its layers (the loader logs one line per buffer type: ``upload: swgguf: N sidecars in
   RPC0[127.0.0.1:port]``);
 * the logits of every position equal, bit for bit, those of a single process that
   runs the same CPU kernels on the same weight layout;

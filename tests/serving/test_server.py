@@ -67,7 +67,7 @@ def served(smollm2_q3k, tmp_path_factory):
 def test_the_server_loads_and_applies_the_sidecars(served, protected_bases):
     _, log = served
     n = len(protected_bases)
-    assert re.search(rf"upload: {n} sidecars in CPU \(\d+\.\d+ MiB\)", log), log[-3000:]
+    assert re.search(rf"upload: swgguf: {n} sidecars in CPU \(\d+\.\d+ MiB\)", log), log[-3000:]
     assert re.search(rf"swgguf: {n} sidecars .*SWGGUF_SIDECAR=\(unset\) -> applied", log), log[-3000:]
 
 
