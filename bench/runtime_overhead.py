@@ -19,7 +19,10 @@ Two measurements, side by side in one run:
   repetitions after its warm-up;
 - llama-cpp-python (what swgguf's own commands use): one child process per file
   and fusion setting, ROUNDS rounds in turn, REPS timed runs each after a warm-up.
-Each reports the median of its samples and their spread (min, max). The overhead
+Each reports the median of its samples and their spread (min, max). With --pairs N,
+also N alternating pairs of one-file llama-bench processes per sidecar file
+(generation, fused): the median and quartiles of the pairs' own overheads, steadier
+where the machine's speed drifts. The overhead
 of a file is 1 - median tokens/s(file) / median tokens/s(plain file, same fusion
 setting); positive = slower. Writes JSON with the command line to bench/results/.
 """
@@ -235,30 +238,58 @@ def python_runs(files: dict[str, Path], args, fused: bool) -> dict[str, dict]:
                    "pp_runs": s["pp_runs"], "tg_runs": s["tg_runs"]} for name, s in samples.items()}
 
 
+def llama_bench(args, paths: list[Path], n_prompt: int, reps: int, fused: bool) -> tuple[list[dict], list[str]]:
+    """One llama-bench process over ``paths`` (-p n_prompt -n N_GEN -r reps): its JSON
+    tests, and its command line without this machine's paths."""
+    env = {**os.environ, DISABLE_FUSION[args.device]: "0" if fused else "1"}
+    cmd = [str(args.llama_bench), "-p", str(n_prompt), "-n", str(args.n_gen), "-r", str(reps),
+           "-o", "json", "-ngl", str(99 if args.device == "cuda" else 0)]
+    if args.threads:
+        cmd += ["-t", str(args.threads)]
+    for path in paths:
+        cmd += ["-m", str(path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"llama-bench failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout), [Path(cmd[0]).name] + [portable(c) for c in cmd[1:]]
+
+
 def llama_bench_runs(files: dict[str, Path], args, fused: bool) -> tuple[dict[str, dict], list[str]]:
     """llama-bench over every file (-p N_PROMPT -n N_GEN -r REPS), ROUNDS times, the
     order of the files rotated each round so that drift does not favour one of them."""
-    env = {**os.environ, DISABLE_FUSION[args.device]: "0" if fused else "1"}
     by_path = {str(p): name for name, p in files.items()}
     samples: dict[str, dict[str, list[float]]] = {name: {"pp": [], "tg": []} for name in files}
     paths = list(files.values())
     for r in range(max(args.rounds, 1)):
         order = paths[r % len(paths):] + paths[:r % len(paths)]
-        cmd = [str(args.llama_bench), "-p", str(args.n_prompt), "-n", str(args.n_gen), "-r", str(args.reps),
-               "-o", "json", "-ngl", str(99 if args.device == "cuda" else 0)]
-        if args.threads:
-            cmd += ["-t", str(args.threads)]
-        for path in order:
-            cmd += ["-m", str(path)]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if out.returncode != 0:
-            raise SystemExit(f"llama-bench failed:\n{out.stderr[-3000:]}")
-        for test in json.loads(out.stdout):
+        tests, shown = llama_bench(args, order, args.n_prompt, args.reps, fused)
+        for test in tests:
             samples[by_path[test["model_filename"]]]["pp" if test["n_gen"] == 0 else "tg"] += test["samples_ts"]
     results = {name: {t: spread(v) for t, v in s_.items()} | {f"{t}_runs": v for t, v in s_.items()}
                for name, s_ in samples.items()}
-    shown = [Path(cmd[0]).name] + [portable(c) for c in cmd[1:]]
     return results, shown
+
+
+def llama_bench_pairs(files: dict[str, Path], args) -> dict:
+    """Generation, fused: PAIRS pairs per sidecar file of one-file llama-bench processes
+    (-p 0 -n N_GEN -r 2), the plain file and the sidecar file in turn (which goes first
+    alternates), each pair's overhead from its own two runs. Where the machine's speed
+    drifts (a shared 2-core VM) both runs of a pair see the same conditions, so the
+    median over pairs is steadier than the medians of whole runs."""
+    pairs: dict[str, list[float]] = {name: [] for name in files if name != "plain"}
+    shown: list[str] = []
+    for i in range(args.pairs):
+        for name in pairs:
+            order = [files["plain"], files[name]] if i % 2 == 0 else [files[name], files["plain"]]
+            tg = {}
+            for path in order:
+                tests, shown = llama_bench(args, [path], 0, 2, True)
+                tg[path] = statistics.median(tests[0]["samples_ts"])
+            pairs[name].append(round(100.0 * (1 - tg[files[name]] / tg[files["plain"]]), 2))
+    return {"command": " ".join(shown[:-2] + ["-m", "FILE"]), "pairs": args.pairs, "pair_overheads_pct": pairs,
+            "overhead_pct": {name: {"tg": round(statistics.median(v), 2)} for name, v in pairs.items()},
+            "quartiles_pct": {name: [round(q, 2) for q in statistics.quantiles(v, n=4)] for name, v in pairs.items()
+                              if len(v) >= 2}}
 
 
 def overheads(runs: dict[str, dict]) -> dict[str, dict]:
@@ -278,6 +309,8 @@ def bench_model(files: dict[str, Path], args) -> dict:
         if args.rounds > 0:
             runs = python_runs(chosen, args, fused)
             out[f"python_{tag}"] = {"runs": runs, "overhead_pct": overheads(runs)}
+    if args.llama_bench and args.pairs > 0:
+        out["llama_bench_pairs"] = llama_bench_pairs(files, args)
     return out
 
 
@@ -319,6 +352,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="rounds over the files, in turn (llama-bench: the order rotated each round; "
                              "0: skip llama-cpp-python)")
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="also N alternating pairs of one-file llama-bench processes per sidecar file "
+                             "(generation, fused): the plain file and the sidecar file in turn")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--llama-bench", type=Path, default=None,
                         help="llama-bench binary (default: the one `swgguf runtime build --tools` installed)")

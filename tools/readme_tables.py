@@ -45,6 +45,17 @@ def _overhead_rows(d: dict, model: dict) -> list[str]:
     return rows
 
 
+def _pairs_line(pairs: dict) -> str:
+    """bench/runtime_overhead.py --pairs: the median [quartiles] of the pairs' overheads per file."""
+    cells = []
+    for name, o in pairs["overhead_pct"].items():
+        q = pairs["quartiles_pct"].get(name)
+        cells.append(f"{name} {o['tg']:+.1f}%" + (f" [{q[0]:+.1f}, {q[2]:+.1f}]" if q else ""))
+    return (f"Alternating pairs (`{pairs['command']}`, one process per file, the plain file and a sidecar file in "
+            f"turn, {pairs['pairs']} pairs per file; median [quartiles] of the pairs' generation overheads): "
+            + ", ".join(cells) + ".\n")
+
+
 def runtime_overhead() -> str:
     lines = []
     for device in ("cpu", "cuda"):
@@ -64,6 +75,8 @@ def runtime_overhead() -> str:
             lines.append("|---|---|---|---|---|---|---|---|---|")
             lines += _overhead_rows(d, model)
             lines.append("")
+            if model.get("llama_bench_pairs"):
+                lines.append(_pairs_line(model["llama_bench_pairs"]))
         t = d["targets_pct"]
         lines.append(f"Targets (fused, every tensor protected): ≤ {t['pp_pct']:g}% (pp) and ≤ {t['tg_pct']:g}% (tg) "
                      "slower than the plain file.\n")
