@@ -285,16 +285,21 @@ def llama_bench_pairs(files: dict[str, Path], args) -> dict:
             for path in order:
                 tests, shown = llama_bench(args, [path], 0, 2, True)
                 tg[path] = statistics.median(tests[0]["samples_ts"])
-            pairs[name].append(round(100.0 * (1 - tg[files[name]] / tg[files["plain"]]), 2))
+            pairs[name].append(overhead_pct(tg[files[name]], tg[files["plain"]]))
     return {"command": " ".join(shown[:-2] + ["-m", "FILE"]), "pairs": args.pairs, "pair_overheads_pct": pairs,
             "overhead_pct": {name: {"tg": round(statistics.median(v), 2)} for name, v in pairs.items()},
             "quartiles_pct": {name: [round(q, 2) for q in statistics.quantiles(v, n=4)] for name, v in pairs.items()
                               if len(v) >= 2}}
 
 
+def overhead_pct(tokens_per_s: float, plain_tokens_per_s: float) -> float:
+    """The module's one definition of overhead: positive = slower than the plain file."""
+    return round(100.0 * (1 - tokens_per_s / plain_tokens_per_s), 2)
+
+
 def overheads(runs: dict[str, dict]) -> dict[str, dict]:
     base = runs["plain"]
-    return {name: {t: round(100.0 * (1 - r[t]["median"] / base[t]["median"]), 2) for t in ("pp", "tg")}
+    return {name: {t: overhead_pct(r[t]["median"], base[t]["median"]) for t in ("pp", "tg")}
             for name, r in runs.items() if name != "plain"}
 
 
