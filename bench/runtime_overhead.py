@@ -21,8 +21,9 @@ Two measurements, side by side in one run:
   and fusion setting, ROUNDS rounds in turn, REPS timed runs each after a warm-up.
 Each reports the median of its samples and their spread (min, max). With --pairs N,
 also N alternating pairs of one-file llama-bench processes per sidecar file
-(generation, fused): the median and quartiles of the pairs' own overheads, steadier
-where the machine's speed drifts. The overhead
+(prompt and generation, fused): the median and quartiles of the pairs' own
+overheads, steadier where the machine's speed drifts or where a file's place in a
+llama-bench process moves its speed. The overhead
 of a file is 1 - median tokens/s(file) / median tokens/s(plain file, same fusion
 setting); positive = slower. Writes JSON with the command line to bench/results/.
 """
@@ -271,25 +272,31 @@ def llama_bench_runs(files: dict[str, Path], args, fused: bool) -> tuple[dict[st
 
 
 def llama_bench_pairs(files: dict[str, Path], args) -> dict:
-    """Generation, fused: PAIRS pairs per sidecar file of one-file llama-bench processes
-    (-p 0 -n N_GEN -r 2), the plain file and the sidecar file in turn (which goes first
-    alternates), each pair's overhead from its own two runs. Where the machine's speed
-    drifts (a shared 2-core VM) both runs of a pair see the same conditions, so the
-    median over pairs is steadier than the medians of whole runs."""
-    pairs: dict[str, list[float]] = {name: [] for name in files if name != "plain"}
+    """Fused: PAIRS pairs per sidecar file of one-file llama-bench processes (-p N_PROMPT
+    -n N_GEN -r 2), the plain file and the sidecar file in turn (which goes first
+    alternates), each pair's overheads from its own two runs. Where the machine's speed
+    drifts (a shared 2-core VM), or where a file's place in a process moves its speed,
+    both runs of a pair see the same conditions, so the median over pairs is steadier
+    than the medians of whole runs."""
+    pairs: dict[str, dict[str, list[float]]] = {name: {"pp": [], "tg": []} for name in files if name != "plain"}
     shown: list[str] = []
     for i in range(args.pairs):
         for name in pairs:
             order = [files["plain"], files[name]] if i % 2 == 0 else [files[name], files["plain"]]
-            tg = {}
+            speed: dict[tuple[Path, str], float] = {}
             for path in order:
-                tests, shown = llama_bench(args, [path], 0, 2, True)
-                tg[path] = statistics.median(tests[0]["samples_ts"])
-            pairs[name].append(overhead_pct(tg[files[name]], tg[files["plain"]]))
+                tests, shown = llama_bench(args, [path], args.n_prompt, 2, True)
+                for test in tests:
+                    speed[path, "pp" if test["n_gen"] == 0 else "tg"] = statistics.median(test["samples_ts"])
+            for t in ("pp", "tg"):
+                if (files[name], t) in speed:
+                    pairs[name][t].append(overhead_pct(speed[files[name], t], speed[files["plain"], t]))
     return {"command": " ".join(shown[:-2] + ["-m", "FILE"]), "pairs": args.pairs, "pair_overheads_pct": pairs,
-            "overhead_pct": {name: {"tg": round(statistics.median(v), 2)} for name, v in pairs.items()},
-            "quartiles_pct": {name: [round(q, 2) for q in statistics.quantiles(v, n=4)] for name, v in pairs.items()
-                              if len(v) >= 2}}
+            "overhead_pct": {name: {t: round(statistics.median(v), 2) for t, v in by_test.items() if v}
+                             for name, by_test in pairs.items()},
+            "quartiles_pct": {name: {t: [round(q, 2) for q in statistics.quantiles(v, n=4)]
+                                     for t, v in by_test.items() if len(v) >= 2}
+                              for name, by_test in pairs.items()}}
 
 
 def overhead_pct(tokens_per_s: float, plain_tokens_per_s: float) -> float:
@@ -359,7 +366,7 @@ def main() -> None:
                              "0: skip llama-cpp-python)")
     parser.add_argument("--pairs", type=int, default=0,
                         help="also N alternating pairs of one-file llama-bench processes per sidecar file "
-                             "(generation, fused): the plain file and the sidecar file in turn")
+                             "(prompt and generation, fused): the plain file and the sidecar file in turn")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--llama-bench", type=Path, default=None,
                         help="llama-bench binary (default: the one `swgguf runtime build --tools` installed)")

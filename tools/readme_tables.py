@@ -46,22 +46,31 @@ def _overhead_rows(d: dict, model: dict) -> list[str]:
 
 
 def _pairs_line(pairs: dict) -> str:
-    """bench/runtime_overhead.py --pairs: the median [quartiles] of the pairs' overheads per file."""
+    """bench/runtime_overhead.py --pairs: the median [quartiles] of the pairs' overheads per file and test."""
     cells = []
     for name, o in pairs["overhead_pct"].items():
-        q = pairs["quartiles_pct"].get(name)
-        cells.append(f"{name} {o['tg']:+.1f}%" + (f" [{q[0]:+.1f}, {q[2]:+.1f}]" if q else ""))
+        for t, v in o.items():
+            q = pairs["quartiles_pct"].get(name, {}).get(t)
+            cells.append(f"{name} {t} {v:+.1f}%" + (f" [{q[0]:+.1f}, {q[2]:+.1f}]" if q else ""))
     return (f"Alternating pairs (`{pairs['command']}`, one process per file, the plain file and a sidecar file in "
-            f"turn, {pairs['pairs']} pairs per file; median [quartiles] of the pairs' generation overheads): "
+            f"turn, {pairs['pairs']} pairs per file; median [quartiles] of the pairs' overheads): "
             + ", ".join(cells) + ".\n")
+
+
+# the benchmark's results: (device, file, required); the rotated run is an extra CUDA run
+# of synth-1.1b with the file order rotated over rounds
+RUNTIME_OVERHEAD_RESULTS = (("cpu", "runtime_overhead_cpu.json", True),
+                            ("cuda", "runtime_overhead_cuda.json", True),
+                            ("cuda", "runtime_overhead_cuda_rotated.json", False))
 
 
 def runtime_overhead() -> str:
     lines = []
-    for device in ("cpu", "cuda"):
-        d = _load(f"runtime_overhead_{device}.json")
+    for device, name, required in RUNTIME_OVERHEAD_RESULTS:
+        d = _load(name)
         if d is None:
-            lines.append(f"*{device.upper()}: not measured yet (`python bench/runtime_overhead.py --device {device}`).*\n")
+            if required:
+                lines.append(f"*{device.upper()}: not measured yet (`python bench/runtime_overhead.py --device {device}`).*\n")
             continue
         machine = d["machine"].get("gpu") or d["machine"].get("cpu", "")
         lines.append(f"**{device.upper()}** ({machine}, {d['machine']['cpus']} cores): `{d['command']}`; "
