@@ -7,7 +7,8 @@
 #   tools/cuda_check.sh tests    SDIST_PY WHEELS    # the CUDA tests          -> $OUT/pytest_cuda.log
 #   tools/cuda_check.sh memcheck SDIST_PY WHEELS    # them under memcheck     -> $OUT/memcheck.log
 #   tools/cuda_check.sh bench    SDIST_PY WHEELS [MODELS]  # bench/runtime_overhead -> $OUT/runtime_overhead_cuda.json
-#                                                   # ($BENCH_ARGS: more options, e.g. "--rounds 0 --cols 2")
+#                                                   # ($REPS runs per process, default 5; $ROUNDS rounds, default 3;
+#                                                   #  $BENCH_ARGS: more options, e.g. "--cols 2")
 #   tools/cuda_check.sh profile  SDIST_PY WHEELS [MODELS [TG_TOKENS]]  # GPU time per kernel (ncu) -> $OUT/ncu_kernels_h200.json
 #                                                   ($NCU_ARGS: more options, e.g. "--tests pp512 --runs plain,sidecar2")
 #
@@ -59,8 +60,11 @@ memcheck() {  # SDIST_PY WHEELS
 
 bench() {  # SDIST_PY WHEELS [MODELS]
     env_setup "$@"
+    # ROUNDS rounds with the file order rotated: in one llama-bench process the files
+    # loaded after the first ran up to 7% slower on the 1.1B model (stop 24)
     python3 bench/runtime_overhead.py --device cuda --models "${3:-synth-1.1b,synth-llama3-8b}" \
-        --llama-bench "$BUILD/bin/llama-bench" --reps 5 --out "$OUT/runtime_overhead_cuda.json" --work /tmp ${BENCH_ARGS:-} 2>&1 | tail -40
+        --llama-bench "$BUILD/bin/llama-bench" --reps "${REPS:-5}" --rounds "${ROUNDS:-3}" \
+        --out "$OUT/runtime_overhead_cuda.json" --work /tmp ${BENCH_ARGS:-} 2>&1 | tail -40
 }
 
 profile() {  # SDIST_PY WHEELS [MODELS [TG_TOKENS]]
