@@ -255,6 +255,11 @@ def llama_bench(args, paths: list[Path], n_prompt: int, reps: int, fused: bool) 
     return json.loads(out.stdout), [Path(cmd[0]).name] + [portable(c) for c in cmd[1:]]
 
 
+def test_kind(test: dict) -> str:
+    """"pp" or "tg": which of its tests a llama-bench JSON entry is."""
+    return "pp" if test["n_gen"] == 0 else "tg"
+
+
 def llama_bench_runs(files: dict[str, Path], args, fused: bool) -> tuple[dict[str, dict], list[str]]:
     """llama-bench over every file (-p N_PROMPT -n N_GEN -r REPS), ROUNDS times, the
     order of the files rotated each round so that drift does not favour one of them."""
@@ -265,7 +270,7 @@ def llama_bench_runs(files: dict[str, Path], args, fused: bool) -> tuple[dict[st
         order = paths[r % len(paths):] + paths[:r % len(paths)]
         tests, shown = llama_bench(args, order, args.n_prompt, args.reps, fused)
         for test in tests:
-            samples[by_path[test["model_filename"]]]["pp" if test["n_gen"] == 0 else "tg"] += test["samples_ts"]
+            samples[by_path[test["model_filename"]]][test_kind(test)] += test["samples_ts"]
     results = {name: {t: spread(v) for t, v in s_.items()} | {f"{t}_runs": v for t, v in s_.items()}
                for name, s_ in samples.items()}
     return results, shown
@@ -287,7 +292,7 @@ def llama_bench_pairs(files: dict[str, Path], args) -> dict:
             for path in order:
                 tests, shown = llama_bench(args, [path], args.n_prompt, 2, True)
                 for test in tests:
-                    speed[path, "pp" if test["n_gen"] == 0 else "tg"] = statistics.median(test["samples_ts"])
+                    speed[path, test_kind(test)] = statistics.median(test["samples_ts"])
             for t in ("pp", "tg"):
                 if (files[name], t) in speed:
                     pairs[name][t].append(overhead_pct(speed[files[name], t], speed[files["plain"], t]))

@@ -60,8 +60,8 @@ memcheck() {  # SDIST_PY WHEELS
 
 bench() {  # SDIST_PY WHEELS [MODELS]
     env_setup "$@"
-    # ROUNDS rounds with the file order rotated: in one llama-bench process the files
-    # loaded after the first ran up to 7% slower on the 1.1B model (stop 24)
+    # ROUNDS rounds with the file order rotated: in one llama-bench process a file's place
+    # moved the 1.1B model's speed by 5-10% (stop 24)
     python3 bench/runtime_overhead.py --device cuda --models "${3:-synth-1.1b,synth-llama3-8b}" \
         --llama-bench "$BUILD/bin/llama-bench" --reps "${REPS:-5}" --rounds "${ROUNDS:-3}" \
         --out "$OUT/runtime_overhead_cuda.json" --work /tmp ${BENCH_ARGS:-} 2>&1 | tail -40
