@@ -25,25 +25,21 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from runtime_overhead import ROOT, cpu_models, machine_info, overhead_pct, portable
+from runtime_overhead import ROOT, cpu_models, llama_bench, machine_info, overhead_pct, portable
 
 
-def generation_speed(bin_dir: Path, model: Path, n_gen: int, reps: int, threads: int) -> float:
-    """tokens/s of one llama-bench process of ``bin_dir`` on ``model`` (generation only)."""
-    cmd = [str(bin_dir / "llama-bench"), "-m", str(model), "-p", "0", "-n", str(n_gen), "-r", str(reps),
-           "-t", str(threads), "-o", "json"]
-    env = {**os.environ, "LD_LIBRARY_PATH": str(bin_dir)}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"llama-bench of {bin_dir} failed on {model.name}:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout)[0]["avg_ts"]
+def generation_speed(bin_dir: Path, model: Path, args) -> float:
+    """tokens/s of one llama-bench process of ``bin_dir`` on ``model`` (generation only, fused)."""
+    build = argparse.Namespace(llama_bench=bin_dir / "llama-bench", device="cpu", n_gen=args.n_gen,
+                               threads=args.threads)
+    tests, _ = llama_bench(build, [model], 0, args.reps, True)
+    return tests[0]["avg_ts"]
 
 
 def interleaved_rounds(builds: dict[str, Path], plain: Path, sidecar: Path, args) -> dict[str, list[float]]:
@@ -52,7 +48,7 @@ def interleaved_rounds(builds: dict[str, Path], plain: Path, sidecar: Path, args
         names = list(builds) if r % 2 == 0 else list(reversed(builds))
         for name in names:
             files = [plain, sidecar] if r % 2 == 0 else [sidecar, plain]
-            speed = {f: generation_speed(builds[name], f, args.n_gen, args.reps, args.threads) for f in files}
+            speed = {f: generation_speed(builds[name], f, args) for f in files}
             overheads[name].append(overhead_pct(speed[sidecar], speed[plain]))
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {v[-1]:+.2f}%" for n, v in overheads.items()),
               flush=True)

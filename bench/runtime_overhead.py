@@ -242,7 +242,10 @@ def python_runs(files: dict[str, Path], args, fused: bool) -> dict[str, dict]:
 def llama_bench(args, paths: list[Path], n_prompt: int, reps: int, fused: bool) -> tuple[list[dict], list[str]]:
     """One llama-bench process over ``paths`` (-p n_prompt -n N_GEN -r reps): its JSON
     tests, and its command line without this machine's paths."""
-    env = {**os.environ, DISABLE_FUSION[args.device]: "0" if fused else "1"}
+    # the libraries next to the binary first: a build's bin/ copied elsewhere (bench/runtime_ab.py
+    # compares such copies) loads its own, not those of the build tree its RUNPATH names
+    lib_path = os.pathsep.join(filter(None, [str(Path(args.llama_bench).parent), os.environ.get("LD_LIBRARY_PATH")]))
+    env = {**os.environ, DISABLE_FUSION[args.device]: "0" if fused else "1", "LD_LIBRARY_PATH": lib_path}
     cmd = [str(args.llama_bench), "-p", str(n_prompt), "-n", str(args.n_gen), "-r", str(reps),
            "-o", "json", "-ngl", str(99 if args.device == "cuda" else 0)]
     if args.threads:
