@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from runtime_overhead import ROOT, cpu_models, llama_bench, machine_info, overhead_pct, portable
+
+from swgguf.formats.files import write_json
 
 
 def generation_speed(bin_dir: Path, model: Path, args) -> float:
@@ -79,8 +80,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "runtime_ab_cpu.json")
     args = parser.parse_args()
-    builds = dict(b.split("=", 1) for b in args.build)
-    builds = {name: Path(d) for name, d in builds.items()}
+    if bad := [b for b in args.build if "=" not in b]:
+        raise SystemExit(f"--build {bad[0]}: expected NAME=DIR")
+    builds = {name: Path(d) for name, d in (b.split("=", 1) for b in args.build)}
     for name, d in builds.items():
         if not (d / "llama-bench").is_file():
             raise SystemExit(f"--build {name}={d}: no llama-bench in that folder")
@@ -100,9 +102,7 @@ def main() -> None:
                 "positive = slower.",
         "seconds": round(time.time() - t0, 1),
     }
-    tmp_out = args.out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=1) + "\n")
-    os.replace(tmp_out, args.out)
+    write_json(report, args.out)
     print(json.dumps({n: {k: v for k, v in s.items() if k != "rounds_pct"} for n, s in report["builds"].items()}))
 
 

@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from swgguf import synthetic  # noqa: E402
 from swgguf.formats import sidecar  # noqa: E402
+from swgguf.formats.files import write_json  # noqa: E402
 from swgguf.formats.gguf_io import dequantize_tensor  # noqa: E402
 from swgguf.runtime.quantize import quantize  # noqa: E402
 
@@ -410,9 +411,7 @@ def main() -> None:
                                      if isinstance(v, dict) and "overhead_pct" in v}}, indent=1), flush=True)
     report["seconds"] = round(time.time() - t0, 1)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=1) + "\n")
-    os.replace(tmp_out, out)
+    write_json(report, out)
     print(f"wrote {out}")
 
 
